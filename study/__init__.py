@@ -1,0 +1,1 @@
+"""Blinded pairwise human study: stimuli, participants, votes, and their statistics."""
