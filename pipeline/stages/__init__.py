@@ -1,0 +1,1 @@
+"""The three MobilePicasso stages: edit (standard resolution), projection (latent), upscale (tiled)."""
