@@ -44,6 +44,7 @@ def edit(
     projection: str = "learned",
     tile: int | None = None,
     halo: int | None = None,
+    memory_budget: int | None = None,
     time_budget: float | None = DEFAULT_TIME_BUDGET,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EditResult:
@@ -66,7 +67,7 @@ def edit(
         steps=steps or info.steps,
         text_guidance=info.text_guidance if text_guidance is None else text_guidance,
         image_guidance=info.image_guidance if image_guidance is None else image_guidance,
-        meter=RunMeter(), projection=projection, tile=tile, halo=halo, time_budget=time_budget,
+        meter=RunMeter(), projection=projection, tile=tile, halo=halo, memory_budget=memory_budget, time_budget=time_budget,
         progress=progress or (lambda stage, done, total: None),
     )
     report = EditReport(
@@ -87,5 +88,7 @@ def edit(
     report.edit_size = job.details.get("edit_size", report.edit_size)
     report.projection = job.details.get("projection")
     report.tiling = job.details.get("tiling")
+    if "tile_costs" in job.details:
+        report.tiling = {**(report.tiling or {}), "tile_costs": job.details["tile_costs"]}
     job.meter.fill(report)
     return EditResult(image=result, report=report)

@@ -18,8 +18,8 @@ from pipeline.model_sets import ModelSet
 from pipeline.report import RunMeter
 from pipeline.stages.edit import decode_image, edit_latent, standard_size
 from pipeline.stages.projection import project
-from pipeline.stages.upscale import decode_tiled, estimate_direct_edit
-from pipeline.tiling import plan_tiles, run_tiled
+from pipeline.stages.upscale import decode_tiled, estimate_direct_edit, measure_tile_costs
+from pipeline.tiling import choose_tile_size, plan_tiles, run_tiled
 
 Progress = Callable[[str, int, int], None]
 
@@ -42,6 +42,7 @@ class EditJob:
     projection: str = "learned"
     tile: int | None = None
     halo: int | None = None
+    memory_budget: int | None = None
     time_budget: float | None = None
     progress: Progress = lambda stage, done, total: None
     details: dict[str, Any] = field(default_factory=dict)  # method-specific report fields
@@ -79,7 +80,13 @@ def _tiled_upscale(job: EditJob, mode: str) -> Image.Image:
     with job.meter.stage("projection"):
         cond = project(job.models, latent, cond_size, job.projection)
     job.details["projection"] = job.projection
-    plan = up.plan(cond_size, mode=mode, tile=job.tile, halo=job.halo)
+    tile = job.tile
+    if tile is None and job.memory_budget is not None:
+        halo = up.info.halo if job.halo is None else job.halo
+        table = measure_tile_costs(up)
+        tile = choose_tile_size(*cond_size, halo, table, align=up.align, memory_budget=job.memory_budget).tile
+        job.details["tile_costs"] = [vars(row) for row in table]
+    plan = up.plan(cond_size, mode=mode, tile=tile, halo=job.halo)
     job.details["tiling"] = plan.describe()
     with job.meter.stage("upscale"), job.meter.watch(up.unet, "upscale"):
         hr = up.denoise(cond, plan, generator=job.generator(), on_tile=lambda i, n: job.progress("upscale", i, n))
@@ -156,7 +163,7 @@ def ip2p_patchwise(job: EditJob) -> Image.Image:
     plan = plan_tiles(rows * p, cols * p, p, 0, mode="naive")
     job.details["tiling"] = plan.describe()
     pipe = job.models.edit_pipeline
-    x = torch.from_numpy(np.asarray(canvas)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(canvas)).permute(2, 0, 1)[None].float()
 
     def edit_patches(windows: torch.Tensor) -> torch.Tensor:
         patches = [Image.fromarray(wi.permute(1, 2, 0).byte().numpy()) for wi in windows]

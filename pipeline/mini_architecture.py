@@ -35,8 +35,8 @@ def upscaler_scheduler() -> DDIMScheduler:
 
 def vae() -> AutoencoderTiny:
     return AutoencoderTiny(
-        encoder_block_out_channels=(48, 48, 48, 48), decoder_block_out_channels=(32, 32, 32, 32),
-        num_encoder_blocks=(1, 2, 2, 2), num_decoder_blocks=(2, 2, 1, 1), latent_channels=4, scaling_factor=1.0,
+        encoder_block_out_channels=(32, 32, 32, 32), decoder_block_out_channels=(32, 32, 32, 32),
+        num_encoder_blocks=(0, 2, 2, 2), num_decoder_blocks=(3, 2, 2, 0), latent_channels=4, scaling_factor=1.0,
     )
 
 

@@ -51,6 +51,7 @@ class SetInfo:
     decode_tile: int = 64
     decode_halo: int = 16               # >= the decoder's receptive field: tiled decode is exact
     trained_on: str = "SynthEdit procedural scenes (synthetic shapes on textures), not photos"
+    default_projection: str = "learned"  # "reference" where no trained projector exists (sd15)
     untrained: tuple[str, ...] = field(default=())  # components built from configs with random weights
 
     @property

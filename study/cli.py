@@ -23,10 +23,11 @@ def _config(args) -> "StudyConfig | None":
 
 
 def cmd_prepare(args) -> int:
-    from study.stimuli import parse_shard, pipeline_renderer, prepare, read_items
+    from study.stimuli import dry_run_renderer, parse_shard, pipeline_renderer, prepare, read_items
 
+    render = dry_run_renderer if args.dry_run else pipeline_renderer(args.models)
     summary = prepare(read_items(args.items), [m.strip() for m in args.methods.split(",") if m.strip()],
-                      args.size, args.out, args.db, render=pipeline_renderer(args.models),
+                      args.size, args.out, args.db, render=render,
                       seed=args.seed, shard=parse_shard(args.shard), progress=not args.quiet)
     print(f"rendered {summary.rendered}, skipped {summary.skipped} (already done), "
           f"failed {summary.failed}, {summary.seconds:.1f} s")
@@ -136,6 +137,8 @@ def register(subparsers) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help="SQLAlchemy URL or SQLite file")
     p.add_argument("--shard", help="k/n: this process renders every n-th item starting at k")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="placeholder stimuli (tinted source copies) to rehearse the harness without the pipeline")
     p.set_defaults(func=cmd_prepare)
 
     p = subparsers.add_parser("serve", help="serve the participant flow and the JSON API")

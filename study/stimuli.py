@@ -126,6 +126,18 @@ def pipeline_renderer(models: str = "mini") -> Renderer:
     return render
 
 
+def dry_run_renderer(method: str, source: Image.Image, instruction: str, size: str, seed: int):
+    """Placeholder stimuli for rehearsing the harness (load tests) without the pipeline: the
+    source at the requested long side with a per-method tint; recorded as ``renderer=dry-run``."""
+    image = source.convert("RGB")
+    long_side = int(size) if str(size).isdigit() else 512
+    scale = long_side / max(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    tint = np.array([hashlib.sha256(f"{method}{c}".encode()).digest()[0] % 40 for c in "rgb"])
+    arr = np.clip(np.asarray(image, dtype=np.int16) + tint, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr), {"renderer": "dry-run", "seed": seed, "size": str(size)}
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """"k/n" (1-based) -> (k, n)."""
     if not text:

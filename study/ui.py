@@ -73,7 +73,7 @@ def zoom_crops(service: StudyService, view: TrialView, x_pct: float, y_pct: floa
     return crops[0], crops[1]
 
 
-def render_study_tab(service: StudyService, storage_key: str = "mobilepicasso-study") -> None:
+def render_study_tab(service: StudyService, storage_key: str = "image-study-participant") -> None:
     """Build the study flow in the current Blocks context (call inside ``with gr.Tab(...)``)."""
     stored_id = gr.BrowserState(None, storage_key=storage_key, secret=service.secret)
     participant = gr.State(None)
@@ -131,6 +131,8 @@ def render_study_tab(service: StudyService, storage_key: str = "mobilepicasso-st
         status = view.status if view else "consent"
         trial = status == "trial"
         done_text = message
+        if message and status == "consent":
+            gr.Warning(message)
         if status == "done":
             done_text = (f"## Thank you!\n\nYou have completed the study. Your completion code is "
                          f"**`{view.completion_code}`**.")
@@ -150,9 +152,13 @@ def render_study_tab(service: StudyService, storage_key: str = "mobilepicasso-st
             path(view.right) if trial else None, 50, 50, crops[0], crops[1], False, False,
         )
 
+    def identify(request: gr.Request | None, *known: str | None) -> str | None:
+        """URL ``?pid=`` first, then this tab's state, then the id kept in the browser."""
+        url_pid = request.query_params.get("pid") if request is not None else None
+        return next((p for p in (url_pid, *known) if p), None)
+
     def on_load(stored: str | None, request: gr.Request):
-        pid = request.query_params.get("pid") if request else None
-        pid = pid or stored
+        pid = identify(request, stored)
         if not pid:
             return show(None)
         try:
@@ -161,11 +167,15 @@ def render_study_tab(service: StudyService, storage_key: str = "mobilepicasso-st
         except StudyError as exc:
             return show(None, str(exc))
 
-    def on_start(pid: str | None, agreed: bool):
+    def on_start(pid: str | None, stored: str | None, agreed: bool, request: gr.Request):
+        pid = identify(request, pid, stored)  # the click may beat the page-load event
         if not agreed:
             gr.Warning("Please tick the consent box to start.")
             return show(service.current(pid) if pid else None)
-        pid = service.join(pid)
+        try:
+            pid = service.join(pid)
+        except StudyError as exc:
+            return show(None, str(exc))
         return show(service.consent(pid))
 
     def make_vote(choice: str):
@@ -192,7 +202,7 @@ def render_study_tab(service: StudyService, storage_key: str = "mobilepicasso-st
 
     root = gr.context.Context.root_block
     root.load(on_load, inputs=[stored_id], outputs=screen, api_visibility="private")
-    start.click(on_start, inputs=[participant, agree], outputs=screen, api_visibility="private")
+    start.click(on_start, inputs=[participant, stored_id, agree], outputs=screen, api_visibility="private")
     for choice, button in buttons.items():
         button.click(make_vote(choice), inputs=[participant, view_state, halluc_left, halluc_right],
                      outputs=screen, api_visibility="private", concurrency_id="study-vote")

@@ -6,23 +6,39 @@ rate around 1e-4 per check), so a failure means a real miscalibration, not bad l
 """
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom
 from scipy.special import expit
+from scipy.stats import binom
 
 from study.analysis.bootstrap import participant_weights
 from study.analysis.bradley_terry import bradley_terry
 from study.analysis.hallucination import hallucination_rates, mcnemar_tests
 from study.analysis.pairwise import pairwise_tests
+from study.analysis.quality_control import quality_control
 from study.analysis.report import analyze
 from study.analysis.simulate_votes import simulate_votes
-from study.analysis.votes import validate_votes
+from study.analysis.votes import ExclusionRule, participant_quality, validate_votes
 
 METHODS = ["a", "b", "c", "d"]
 TRUTH = {"a": 0.6, "b": 0.2, "c": 0.0, "d": -0.8}  # sum to zero: the BT identification
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_garbage_collection():
+    """statsmodels' Holm branch calls gc.collect() on every call, and automatic collections scan
+    whatever large heap earlier tests left (gradio): harmless once per analysis, dominant over
+    hundreds of simulated studies. These loops create no reference cycles, so GC is paused."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gc, "collect", lambda *args: 0)
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.enable()
 
 
 def band(q: float, replicates: int) -> float:
@@ -63,7 +79,7 @@ def test_sign_test_size_under_no_preference():
 
 
 def test_mcnemar_size_under_equal_hallucination_rates():
-    studies, rejections = 150, 0
+    studies, rejections = 100, 0
     for seed in range(studies):
         main, _, _ = study(seed, None, 0, halluc_rates=dict.fromkeys(METHODS, 0.3),
                            n_participants=10, votes_per_participant=30)
@@ -73,10 +89,10 @@ def test_mcnemar_size_under_equal_hallucination_rates():
 
 @pytest.fixture(scope="module")
 def known_truth_studies():
-    """60 studies, 20 participants x 30 main votes, BT truth TRUTH, no ties, 150 bootstrap rounds."""
+    """50 studies, 20 participants x 30 main votes, BT truth TRUTH, no ties, 120 bootstrap rounds."""
     out = []
-    for seed in range(60):
-        main, people, weights = study(1000 + seed, TRUTH, 150, tie_rate=0.0, n_participants=20,
+    for seed in range(50):
+        main, people, weights = study(1000 + seed, TRUTH, 120, tie_rate=0.0, n_participants=20,
                                       votes_per_participant=30)
         out.append((pairwise_tests(main, METHODS, weights, people),
                     bradley_terry(main, METHODS, weights, people).set_index("method")))
@@ -88,17 +104,17 @@ def test_bradley_terry_recovers_scores_and_intervals_cover(known_truth_studies):
     estimates = np.array([bt.loc[METHODS, "score"].to_numpy() for _, bt in known_truth_studies])
     low = np.array([bt.loc[METHODS, "ci_low"].to_numpy() for _, bt in known_truth_studies])
     high = np.array([bt.loc[METHODS, "ci_high"].to_numpy() for _, bt in known_truth_studies])
-    # mean over 60 studies within 0.06 of the truth (per-study SD is about 0.08)
+    # mean over 50 studies within 0.06 of the truth (per-study SD about 0.1, so SE about 0.014)
     assert np.abs(estimates.mean(axis=0) - truth).max() < 0.06
     # the top and bottom methods are recovered in every study, the full order in most
     assert all(bt["rank"].idxmin() == "a" and bt["rank"].idxmax() == "d"
                for _, bt in known_truth_studies)
     assert np.mean([list(bt.sort_values("rank").index) == METHODS
-                    for _, bt in known_truth_studies]) >= 0.6
-    # participant bootstrap percentile intervals: nominal 95%; 240 intervals (4 per study, not
-    # independent because of sum-to-zero), so a wider lower band
+                    for _, bt in known_truth_studies]) >= 0.75
+    # participant bootstrap percentile intervals, nominal 95%: 4 per study but only 3 independent
+    # (sum to zero), so the band uses 50 x 3 replicates
     coverage = ((low <= truth) & (truth <= high)).mean()
-    assert 0.95 - 2 * band(0.95, 60) < coverage <= 1.0
+    assert 0.95 - band(0.95, 150) < coverage <= 1.0
 
 
 def test_win_rate_intervals_cover_the_true_preference(known_truth_studies):
@@ -109,7 +125,8 @@ def test_win_rate_intervals_cover_the_true_preference(known_truth_studies):
         boot += int(((table["boot_ci_low"] <= true_p) & (true_p <= table["boot_ci_high"])).sum())
         n += len(table)
     assert abs(wilson / n - 0.95) < band(0.95, n)
-    assert abs(boot / n - 0.95) < band(0.95, n) + 0.02  # percentile bootstrap, 20 clusters
+    # the percentile bootstrap with only 20 clusters runs slightly narrow (about 92% here)
+    assert abs(boot / n - 0.95) < band(0.95, n) + 0.02
 
 
 def test_full_analysis_recovers_truth_with_ties_careless_raters_and_clustering(tmp_path):
@@ -143,8 +160,6 @@ def test_position_bias_is_detected():
     main, _, _ = study(3, None, 0, n_participants=20, votes_per_participant=30, left_bias=0.8)
     rates = hallucination_rates(main, METHODS)  # also checks per-appearance counts
     assert (rates["n_appearances"] == 300).all()
-    from study.analysis.quality_control import quality_control
-    from study.analysis.votes import ExclusionRule, participant_quality
     qc = quality_control(main, main, participant_quality(main, ExclusionRule())).set_index("check")
     assert qc.loc["position_bias_left_share", "value"] > 0.6
     assert qc.loc["position_bias_left_share", "p_value"] < 1e-6

@@ -34,8 +34,12 @@ class LatentProjector(ModelMixin, ConfigMixin):
 
     def forward(self, latent: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Project `latent` (B, C, h, w) to the conditioning latent of spatial `size` (H, W)."""
+        return self.refine(F.interpolate(latent, size=size, mode="bicubic", align_corners=False))
+
+    def refine(self, up: torch.Tensor) -> torch.Tensor:
+        """The learned part, applied to the bicubically resized latent (training runs it on crops)."""
         k = self.config.kernel_size
-        up = F.interpolate(latent, size=size, mode="bicubic", align_corners=False)
+        size = up.shape[-2:]
         features = self.guide(up)
         weights = torch.softmax(self.kernel_logits(features), dim=1)  # (B, k*k, H, W)
         neighbours = F.unfold(F.pad(up, [k // 2] * 4, mode="replicate"), k)  # (B, C*k*k, H*W)

@@ -43,6 +43,15 @@ class LatentSRUpscaler:
     def latent_channels(self) -> int:
         return self.unet.config.in_channels
 
+    @property
+    def cond_channels(self) -> int:
+        return self.unet.config.cond_channels
+
+    def model_output(self, windows: torch.Tensor, t) -> torch.Tensor:
+        """The SR U-Net on a batch of windows holding [noisy latent, conditioning] channels."""
+        c = self.latent_channels
+        return self.unet(windows[:, :c], t, windows[:, c:])
+
     def condition_size(self, width: int, height: int) -> tuple[int, int]:
         """(h, w) of the conditioning / output latent for an output image of width x height."""
         f = self.latent_factor
@@ -66,11 +75,10 @@ class LatentSRUpscaler:
     ) -> torch.Tensor:
         sched = self.scheduler
         sched.set_timesteps(self.info.upscaler_steps)
-        c = self.latent_channels
-        latents = torch.randn((1, c, *cond.shape[-2:]), generator=generator) * sched.init_noise_sigma
+        latents = torch.randn((1, self.latent_channels, *cond.shape[-2:]), generator=generator) * sched.init_noise_sigma
         for t in sched.timesteps:
             x = torch.cat([sched.scale_model_input(latents, t), cond], dim=1)
-            out = run_tiled(lambda w: self.unet(w[:, :c], t, w[:, c:]), x, plan, batch_size=self.batch_size, on_tile=on_tile)
+            out = run_tiled(lambda w: self.model_output(w, t), x, plan, batch_size=self.batch_size, on_tile=on_tile)
             latents = sched.step(out, t, latents).prev_sample
         return latents
 
@@ -131,3 +139,49 @@ def estimate_direct_edit(models, size: tuple[int, int], steps: int, text_guidanc
         meta_unet = type(unet).from_config(unet.config)
     total = flops(size[1] // f, size[0] // f, "meta", meta_unet) * batch * steps
     return {"tflops": total / 1e12, "seconds": total / _THROUGHPUT[key], "flops_per_second": _THROUGHPUT[key]}
+
+
+_TILE_COSTS: dict[int, list] = {}
+
+
+def measure_tile_costs(upscaler, repeats: int = 2) -> list:
+    """Per-tile latency and peak memory of the SR U-Net for each candidate tile size (Figure 1 b/c).
+
+    Latency is the best of `repeats` batched passes divided by the batch; memory is the rise of
+    the process peak RSS over the resident set before the pass. Cached per upscaler.
+    """
+    import time
+
+    from pipeline.report import peak_memory_bytes, reset_peak_memory
+    from pipeline.tiling import TileCost
+
+    key = id(upscaler.unet)
+    if key in _TILE_COSTS:
+        return _TILE_COSTS[key]
+    b = upscaler.batch_size
+    rows = []
+    for tile in upscaler.info.tile_sizes:
+        x = torch.randn(b, upscaler.latent_channels + upscaler.cond_channels, tile, tile)
+        best = float("inf")
+        with torch.no_grad():
+            for _ in range(repeats):
+                reset_peak_memory()
+                before = _current_rss()
+                t0 = time.perf_counter()
+                upscaler.model_output(x, 999)
+                best = min(best, (time.perf_counter() - t0) / b)
+                peak = max(peak_memory_bytes() - before, 0) if before else 0
+        rows.append(TileCost(tile=tile, seconds=best, peak_bytes=int(peak)))
+    _TILE_COSTS[key] = rows
+    return rows
+
+
+def _current_rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

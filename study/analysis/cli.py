@@ -14,8 +14,13 @@ from study.analysis.votes import ExclusionRule, VotesError, read_votes_csv
 
 
 def database_url(db: str) -> str:
-    """A SQLAlchemy URL as given, or a SQLite file path turned into one."""
-    return db if "://" in db else f"sqlite:///{Path(db).resolve()}"
+    """A SQLAlchemy URL as given, or an existing SQLite file turned into one (opening a missing
+    file would silently create an empty study)."""
+    if "://" in db:
+        return db
+    if not Path(db).is_file():
+        raise FileNotFoundError(f"no SQLite database at {db}")
+    return f"sqlite:///{Path(db).resolve()}"
 
 
 def load_votes(args: argparse.Namespace) -> pd.DataFrame:

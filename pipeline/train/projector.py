@@ -1,0 +1,60 @@
+"""Train the latent projector: regress `projector(z, size)` onto `encode(bicubic(decode(z)))` at the
+upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderTiny
+
+from pipeline import mini_architecture as arch
+from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
+from pipeline.train.sr_data import bicubic_window, reference_condition_window, sample_crops
+
+CROP, MARGIN = 24, 4
+
+
+def projector_window(projector, lr_latents: torch.Tensor, crops) -> torch.Tensor:
+    """The projector's output on each window (margin included; the caller crops it off)."""
+    ups = torch.cat([bicubic_window(lr_latents[i:i + 1], c.full, c.top, c.left, c.size, c.size)
+                     for i, c in enumerate(crops)])
+    return projector.refine(ups)
+
+
+def train(args: argparse.Namespace):
+    dev = device()
+    seed_everything(args.seed)
+    vae = AutoencoderTiny.from_pretrained(Path(args.out) / "vae").to(dev).eval().requires_grad_(False)
+    proj = arch.projector().to(dev).train()
+    opt = torch.optim.AdamW(proj.parameters(), lr=args.lr)
+    ckpt = Checkpoint(args.run_dir, "projector")
+    step, elapsed = ckpt.load(model=proj, opt=opt) if args.resume else (0, 0.0)
+    budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
+    rng = np.random.default_rng([args.seed, step, 5])
+    bar = progress_bar(args.steps, step, "projector")
+    m = MARGIN
+    while not budget.done(step):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.lr, budget.progress(step))
+        crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=False)
+        lr = torch.stack([c.lr_latent for c in crops]).to(dev)
+        target = reference_condition_window(vae, lr, crops)[..., m:-m, m:-m]
+        pred = projector_window(proj, lr, crops)[..., m:-m, m:-m]
+        loss = ((pred - target) ** 2).mean() + (pred - target).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % args.checkpoint_every == 0:
+            ckpt.save(step, budget.elapsed(), model=proj, opt=opt)
+    bar.close()
+    ckpt.save(step, budget.elapsed(), model=proj, opt=opt)
+    if args.out:
+        proj.eval().save_pretrained(Path(args.out) / "projector")
+    print(f"projector: {step} steps, {budget.elapsed() / 60:.1f} min")
+    return proj

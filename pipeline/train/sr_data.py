@@ -1,0 +1,71 @@
+"""Crops for the projector and the one-step SR U-Net: the same SynthEdit scene at the edit size and at
+x2-x30 of it, cut into small latent windows so training never renders or encodes a whole 4K frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline import synthedit as se
+from pipeline.train.common import to_tensor
+from pipeline.train.data import train_seed
+
+LR = 128  # edit-size render (px); latent 16x16
+
+
+def bicubic_window(x: torch.Tensor, full: tuple[int, int], top: int, left: int, h: int, w: int) -> torch.Tensor:
+    """Rows top..top+h, cols left..left+w of `F.interpolate(x, size=full, mode='bicubic')`, computed
+    only for that window (same sampling grid, border clamping)."""
+    H, W = full
+    hi, wi = x.shape[-2:]
+    ys = (torch.arange(top, top + h, dtype=torch.float32) + 0.5) * hi / H - 0.5
+    xs = (torch.arange(left, left + w, dtype=torch.float32) + 0.5) * wi / W - 0.5
+    gy = (2 * ys + 1) / hi - 1
+    gx = (2 * xs + 1) / wi - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x, grid.to(x), mode="bicubic", padding_mode="border", align_corners=False)
+
+
+@dataclass
+class SRCrop:
+    lr_latent: torch.Tensor     # (4, 16, 16) encode(LR render)
+    scale: float
+    full: tuple[int, int]       # HR latent size of the whole frame
+    top: int                    # window (latent px, margin included)
+    left: int
+    size: int                   # window side incl. margins (latent px)
+    hr_pixels: torch.Tensor | None  # (3, 8*size, 8*size) HR render of the window
+
+
+def sample_crops(rng: np.random.Generator, vae, n: int, crop: int, margin: int, scales=(2.0, 30.0),
+                 with_hr: bool = True) -> list[SRCrop]:
+    f = 8
+    out = []
+    win = crop + 2 * margin
+    with torch.no_grad():
+        exs = [se.sample(train_seed(rng)) for _ in range(n)]
+        pick = [e.target if rng.random() < 0.6 else e.source for e in exs]
+        lr = vae.encode(to_tensor([p(LR, LR) for p in pick])).latents
+    for i, p in enumerate(pick):
+        s = float(np.exp(rng.uniform(np.log(scales[0]), np.log(scales[1]))))
+        full = max(win, round(LR * s / f))
+        top = int(rng.integers(0, full - win + 1))
+        left = int(rng.integers(0, full - win + 1))
+        hr = None
+        if with_hr:
+            window = (left / full, top / full, (left + win) / full, (top + win) / full)
+            hr = to_tensor([p(win * f, win * f, window)])[0]
+        out.append(SRCrop(lr[i], full / (LR / f), (full, full), top, left, win, hr))
+    return out
+
+
+@torch.no_grad()
+def reference_condition_window(vae, lr_latents: torch.Tensor, crops: list[SRCrop]) -> torch.Tensor:
+    """encode(bicubic(decode(z))) on each window: the projector's target and the SR U-Net's condition."""
+    f = 8
+    pixels = vae.decode(lr_latents).sample.clamp(-1, 1)
+    wins = [bicubic_window(pixels[i:i + 1], (c.full[0] * f, c.full[1] * f), c.top * f, c.left * f, c.size * f, c.size * f)
+            for i, c in enumerate(crops)]
+    return vae.encode(torch.cat(wins).clamp(-1, 1)).latents

@@ -1,0 +1,63 @@
+"""Train the one-step latent SR U-Net (YONOS-SR style, stage 3).
+
+Input: pure noise at t=999 (zero terminal SNR: it carries no signal) and the conditioning latent
+`encode(bicubic(decode(z_LR)))` at the HR latent size; output: the clean HR latent, target
+`encode(HR render)` of the same SynthEdit scene rendered at x2-x30 of the edit size. Trained on
+32-latent-px windows, so it runs at any size under ACPT tiles. One DDIM step with
+prediction_type="sample" returns the prediction itself.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderTiny
+
+from pipeline import mini_architecture as arch
+from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
+from pipeline.train.sr_data import reference_condition_window, sample_crops
+
+CROP, MARGIN = 24, 4
+
+
+def train(args: argparse.Namespace):
+    dev = device()
+    seed_everything(args.seed)
+    vae = AutoencoderTiny.from_pretrained(Path(args.out) / "vae").to(dev).eval().requires_grad_(False)
+    unet = arch.upscaler_unet().to(dev).train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr)
+    ckpt = Checkpoint(args.run_dir, "upscaler")
+    step, elapsed = ckpt.load(model=unet, opt=opt) if args.resume else (0, 0.0)
+    budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
+    rng = np.random.default_rng([args.seed, step, 9])
+    bar = progress_bar(args.steps, step, "upscaler")
+    m = MARGIN
+    while not budget.done(step):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.lr, budget.progress(step))
+        crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=True)
+        lr = torch.stack([c.lr_latent for c in crops]).to(dev)
+        with torch.no_grad():
+            cond = reference_condition_window(vae, lr, crops)[..., m:-m, m:-m]
+            target = vae.encode(torch.stack([c.hr_pixels for c in crops]).to(dev)).latents[..., m:-m, m:-m]
+        noise = torch.randn_like(target)
+        pred = unet(noise, 999, cond)
+        loss = ((pred - target) ** 2).mean() + (pred - target).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", base=f"{((cond - target) ** 2).mean().item():.4f}")
+        if step % args.checkpoint_every == 0:
+            ckpt.save(step, budget.elapsed(), model=unet, opt=opt)
+    bar.close()
+    ckpt.save(step, budget.elapsed(), model=unet, opt=opt)
+    if args.out:
+        unet.eval().save_pretrained(Path(args.out) / "upscaler")
+    print(f"upscaler: {step} steps, {budget.elapsed() / 60:.1f} min")
+    return unet
