@@ -71,8 +71,8 @@ def test_prepare_with_the_real_pipeline(tmp_path):
 
     db = str(tmp_path / "study.db")
     items = read_items(ITEMS_CSV)[:1]
-    summary = prepare(items, ["mobilepicasso"], "128", tmp_path / "s", db, render=pipeline_renderer("mini"),
+    summary = prepare(items, ["mobilepicasso"], "64", tmp_path / "s", db, render=pipeline_renderer("mini"),
                       progress=False)
     assert summary.rendered == 2 and summary.failed == 0  # the output and its broken twin
     row = next(r for r in outputs(db) if r.method == "mobilepicasso")
-    assert max(row.width, row.height) == 128 and row.params_json
+    assert max(row.width, row.height) == 64 and row.params_json

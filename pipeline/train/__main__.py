@@ -34,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--decoder-only", action="store_true",
+                   help="(autoencoder) fine-tune the decoder with the encoder frozen (latent space kept)")
     p.add_argument("--variant", default="full", choices=("plain", "filtered", "full"),
                    help="(edit) plain | filtered (drop top share by artifact ratio) | full (+ hallucination-aware loss)")
     p.add_argument("--init-from", default=None, help="(edit) start from this checkpoint (ablation branches)")
@@ -72,11 +74,24 @@ def main(argv=None) -> None:
 
         evaluate.run(args)
         return
-    parts = PARTS if args.part == "all" else (args.part,)
     times = {}
-    for part in parts:
-        times[part] = run_part(part, args)
-        print(f"[train] {part}: {times[part] / 60:.1f} min", flush=True)
+    if args.part == "all":
+        for part in PARTS:
+            if part == "edit":  # the shipped recipe: a plain base, then the full (filtered + HAL) fine-tune
+                times["edit-base"] = run_part("edit", argparse.Namespace(**{**vars(args), "variant": "plain"}))
+                base = str(Path(args.run_dir) / "edit" / "ckpt.pt")
+                steps = max(2, (args.steps or DEFAULTS["edit"][0]) // 6)
+                minutes = None if args.minutes == 0 else (args.minutes or DEFAULTS["edit"][3]) / 6
+                times["edit-full"] = run_part("edit", argparse.Namespace(**{
+                    **vars(args), "variant": "full", "init_from": base, "steps": steps,
+                    "minutes": 0 if minutes is None else minutes}))
+            else:
+                times[part] = run_part(part, args)
+            print(f"[train] {part}: done", flush=True)
+    else:
+        times[args.part] = run_part(args.part, args)
+    for part, seconds in times.items():
+        print(f"[train] {part}: {seconds / 60:.1f} min", flush=True)
     log = Path(args.run_dir) / "times.json"
     old = json.loads(log.read_text()) if log.is_file() else {}
     log.write_text(json.dumps({**old, **times}, indent=2))

@@ -26,10 +26,17 @@ def latent_stats_penalty(z: torch.Tensor) -> torch.Tensor:
 def train(args: argparse.Namespace, vae=None):
     dev = device()
     seed_everything(args.seed)
+    decoder_only = getattr(args, "decoder_only", False)
+    if decoder_only:  # YONOS-style: keep the latent space (encoder) fixed, fine-tune the decoder
+        from diffusers import AutoencoderTiny
+
+        vae = AutoencoderTiny.from_pretrained(Path(args.out) / "vae")
+        vae.encoder.requires_grad_(False)
     vae = vae or arch.vae()
     vae.to(dev).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    ckpt = Checkpoint(args.run_dir, "autoencoder")
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
+    ckpt = Checkpoint(args.run_dir, "decoder" if decoder_only else "autoencoder")
     step, elapsed = ckpt.load(model=vae, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step])
@@ -38,13 +45,14 @@ def train(args: argparse.Namespace, vae=None):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
         x = autoencoder_batch(rng, args.batch_size).to(dev)
-        z = vae.encode(x).latents
+        with torch.set_grad_enabled(not decoder_only):
+            z = vae.encode(x).latents
         zn = z + 0.05 * torch.randn_like(z) * (torch.rand(z.shape[0], 1, 1, 1, device=dev) < 0.5)
         y = vae.decode(zn).sample
         loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + 0.02 * latent_stats_penalty(z)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         bar.update(1)
@@ -58,5 +66,5 @@ def train(args: argparse.Namespace, vae=None):
     vae.eval()
     if args.out:
         vae.save_pretrained(Path(args.out) / "vae")
-    print(f"autoencoder: {step} steps, {budget.elapsed() / 60:.1f} min")
+    print(f"autoencoder{' (decoder only)' if decoder_only else ''}: {step} steps, {budget.elapsed() / 60:.1f} min")
     return vae

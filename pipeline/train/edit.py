@@ -78,7 +78,7 @@ def build_pool(n: int, vae: AutoencoderTiny, tokenizer: CLIPTokenizer, detector:
             parts["src"].append(vae.encode(src).latents)
             parts["tgt"].append(vae.encode(tgt).latents)
             parts["ids"].append(tokenize(tokenizer, [e.instruction for e in chunk]))
-            ratio = detector.artifact_ratio(tgt) if detector is not None else torch.zeros(len(chunk))
+            ratio = torch.full((len(chunk),), float("nan"))
             parts["artifact_ratio"].append(ratio)
             parts["family"].append(np.array([e.family for e in chunk]))
             parts["has_artifacts"].append(np.array([e.has_artifacts for e in chunk]))
@@ -88,7 +88,19 @@ def build_pool(n: int, vae: AutoencoderTiny, tokenizer: CLIPTokenizer, detector:
             out[k].append(torch.cat(v) if isinstance(v[0], torch.Tensor) else np.concatenate(v))
     bar.close()
     out["artifact_ratio"] = [r.numpy() for r in out["artifact_ratio"]]
-    return Pool(**out, keep=[np.ones(len(f), bool) for f in out["family"]])
+    pool = Pool(**out, keep=[np.ones(len(f), bool) for f in out["family"]])
+    return score_pool(pool, vae, detector) if detector is not None else pool
+
+
+@torch.no_grad()
+def score_pool(pool: Pool, vae: AutoencoderTiny, detector: ArtifactDetector, batch: int = 128) -> Pool:
+    """M's artifact ratio of every training target, judged on the decoded target latent (what the
+    U-Net is taught to produce)."""
+    ratios = []
+    for tgt in pool.tgt:
+        r = [detector.artifact_ratio(vae.decode(tgt[i:i + batch]).sample.clamp(-1, 1)) for i in range(0, len(tgt), batch)]
+        ratios.append(torch.cat(r).numpy())
+    return Pool(**{**pool.__dict__, "artifact_ratio": ratios})
 
 
 def filter_pool(pool: Pool, share: float) -> Pool:
@@ -142,11 +154,17 @@ def get_pool(args, vae, tokenizer, det) -> Pool:
     if path.is_file():
         pool = Pool(**torch.load(path, weights_only=False))
         if len(np.concatenate(pool.family)) == n:
+            if det is not None and np.isnan(np.concatenate(pool.artifact_ratio)).any():
+                pool = score_pool(pool, vae, det)
+                torch.save(pool.state(), path)
             return pool
     t0 = time.time()
-    pool = build_pool(n, vae, tokenizer, det, seed=args.seed)
+    pool = build_pool(n, vae, tokenizer, None, seed=args.seed)
     torch.save(pool.state(), path)
     print(f"edit pool: {n} triples in {time.time() - t0:.0f} s")
+    if det is not None:
+        pool = score_pool(pool, vae, det)
+        torch.save(pool.state(), path)
     return pool
 
 
@@ -161,6 +179,8 @@ def train(args: argparse.Namespace):
     unet = arch.edit_unet().to(dev)
     pool = get_pool(args, vae, tokenizer, det)
     if args.variant in ("filtered", "full"):
+        if det is None:
+            raise SystemExit("edit --variant filtered/full needs a trained detector in --out (train `detector` first)")
         pool = filter_pool(pool, args.filter_share)
     use_hal = args.variant == "full" and args.hallucination_weight > 0 and det is not None
     name = f"edit-{args.variant}" if args.init_from else "edit"

@@ -1,0 +1,218 @@
+"""Measure a model set on the SynthEdit test split and write `results/<set>/*.csv`.
+
+Tables: edit quality per family (shipped sampler vs no edit vs the untrained model), sampler sweep
+(validation split), SR vs bicubic at x4/x8, end to end at 3840x2160 (and a reduced size), and the
+ablation (plain / + filtering / + filtering + hallucination-aware loss).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import synthedit as se
+from pipeline.model_sets import ModelSet, load_local_set
+from pipeline.stages.edit import standard_size
+from pipeline.train.common import to_tensor
+
+
+def psnr_np(a, b) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    mse = max(((a - b) ** 2).mean(), 1e-10)
+    return float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def test_examples(n: int, split: str = "test", offset: int = 0) -> list[se.EditExample]:
+    """n examples, families balanced (family i % 5), seeds from the split."""
+    return [se.sample(s, family=se.FAMILIES[i % len(se.FAMILIES)]) for i, s in enumerate(se.split_seeds(split, n, offset))]
+
+
+@torch.no_grad()
+def edit_images(models: ModelSet, examples: list[se.EditExample], steps: int, text_guidance: float,
+                image_guidance: float, seed: int = 0, batch: int = 16) -> list[Image.Image]:
+    """The shipped sampler (stock diffusers IP2P pipeline) at the standard edit size of each example."""
+    pipe = models.edit_pipeline
+    info = models.info
+    out: dict[int, Image.Image] = {}
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(standard_size(*ex.size(1000), info.edit_resolution, info.edit_multiple), []).append(i)
+    for size, idx in groups.items():
+        for j in range(0, len(idx), batch):
+            chunk = idx[j:j + batch]
+            lat = pipe([examples[i].instruction for i in chunk], image=[examples[i].source(*size) for i in chunk],
+                       num_inference_steps=steps, guidance_scale=text_guidance, image_guidance_scale=image_guidance,
+                       generator=torch.Generator().manual_seed(seed), output_type="latent").images
+            pixels = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample
+            for i, im in zip(chunk, pipe.image_processor.postprocess(pixels, output_type="pil")):
+                out[i] = im
+    return [out[i] for i in range(len(examples))]
+
+
+def edit_metrics(models: ModelSet, examples, images) -> list[dict]:
+    """Per example: PSNR to the target, no-edit PSNR, M's artifact ratio, share of unedited pixels changed."""
+    info = models.info
+    rows = []
+    for ex, im in zip(examples, images):
+        size = im.size
+        tgt = ex.target(*size, artifacts=False)
+        src = ex.source(*size)
+        mask = ex.edit_mask(*size)
+        diff = np.abs(np.asarray(im, np.int16) - np.asarray(src, np.int16)).max(axis=2)
+        unedited = ~mask
+        changed = float((diff[unedited] > 25).mean()) if unedited.any() else 0.0
+        ratio = float(models.detector.artifact_ratio(to_tensor([im]))[0]) if models.detector is not None else float("nan")
+        rows.append(dict(seed=ex.seed, family=ex.family, psnr=psnr_np(im, tgt), no_edit=psnr_np(src, tgt),
+                         artifact_ratio=ratio, unedited_changed=changed))
+    return rows
+
+
+def by_family(rows: list[dict], keys: list[str]) -> list[dict]:
+    out = []
+    for fam in (*se.FAMILIES, "all"):
+        sel = [r for r in rows if fam == "all" or r["family"] == fam]
+        if sel:
+            out.append({"family": fam, "n": len(sel), **{k: float(np.mean([r[k] for r in sel])) for k in keys}})
+    return out
+
+
+def untrained_set(path: Path) -> ModelSet:
+    """The same set with the edit U-Net and text encoder at their seeded random initialisation."""
+    from pipeline import mini_architecture as arch
+
+    m = load_local_set(path)
+    torch.manual_seed(0)
+    m.edit_pipeline.unet = arch.edit_unet().eval()
+    m.edit_pipeline.text_encoder = arch.text_encoder(m.edit_pipeline.tokenizer).eval()
+    return m
+
+
+def evaluate_edit(models: ModelSet, untrained: ModelSet | None, n: int) -> list[dict]:
+    info = models.info
+    exs = test_examples(n)
+    rows = edit_metrics(models, exs, edit_images(models, exs, info.steps, info.text_guidance, info.image_guidance))
+    table = by_family(rows, ["no_edit", "psnr", "artifact_ratio", "unedited_changed"])
+    if untrained is not None:
+        urows = edit_metrics(untrained, exs, edit_images(untrained, exs, info.steps, info.text_guidance, info.image_guidance))
+        for t, u in zip(table, by_family(urows, ["psnr"])):
+            t["untrained_psnr"] = u["psnr"]
+    for t in table:
+        t["gain_over_no_edit"] = t["psnr"] - t["no_edit"]
+    return table
+
+
+def sampler_sweep(models: ModelSet, n: int, grid) -> list[dict]:
+    exs = test_examples(n, split="validation")
+    out = []
+    for steps, tg, ig in grid:
+        t0 = time.time()
+        rows = edit_metrics(models, exs, edit_images(models, exs, steps, tg, ig))
+        fam = {r["family"]: r["psnr"] for r in by_family(rows, ["psnr"])}
+        out.append({"steps": steps, "text_guidance": tg, "image_guidance": ig, **{f"psnr_{k}": v for k, v in fam.items()},
+                    "seconds": time.time() - t0})
+    return out
+
+
+@torch.no_grad()
+def sr_image(models: ModelSet, lr_image: Image.Image, size: tuple[int, int], projection: str = "reference") -> Image.Image:
+    """LR image -> latent -> (projector | reference) -> one-step SR over ACPT tiles -> tiled decode."""
+    from pipeline.stages.projection import project
+
+    up = models.upscaler
+    z = models.vae.encode(to_tensor([lr_image])).latents * models.vae.config.scaling_factor
+    cond_size = up.condition_size(*size)
+    cond = project(models, z, cond_size, projection)
+    hr = up.denoise(cond, up.plan(cond_size), generator=torch.Generator().manual_seed(0))
+    pixels = up.decode(hr)
+    arr = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[: size[1], : size[0]])
+
+
+def evaluate_sr(models: ModelSet, n: int, scales=(4, 8), lr_side: int = 128) -> list[dict]:
+    rows = []
+    for scale in scales:
+        vals = {"bicubic": [], "sr_reference": [], "sr_projector": [], "vae_ceiling": []}
+        for ex in test_examples(n):
+            w, h = ex.size(lr_side)
+            lr = ex.target(w, h, artifacts=False)
+            size = (w * scale, h * scale)
+            gt = ex.target(*size, artifacts=False)
+            vals["bicubic"].append(psnr_np(lr.resize(size, Image.Resampling.BICUBIC), gt))
+            vals["sr_reference"].append(psnr_np(sr_image(models, lr, size, "reference"), gt))
+            vals["sr_projector"].append(psnr_np(sr_image(models, lr, size, "learned"), gt))
+            with torch.no_grad():
+                rec = models.vae.decode(models.vae.encode(to_tensor([gt])).latents).sample
+            vals["vae_ceiling"].append(psnr_np(((rec[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy(), gt))
+        rows.append({"scale": f"x{scale}", "n": n, **{k: float(np.mean(v)) for k, v in vals.items()}})
+    return rows
+
+
+def evaluate_end_to_end(models_path: str, examples, size: tuple[int, int], methods) -> list[dict]:
+    from pipeline import edit
+
+    rows = []
+    for ex in examples:
+        src = ex.source(*ex.size(512))
+        gt = ex.target(*size, artifacts=False)
+        for method in methods:
+            t0 = time.time()
+            r = edit(src, ex.instruction, method=method, size=size, models=models_path, seed=0)
+            row = {"seed": ex.seed, "family": ex.family, "method": method, "size": f"{size[0]}x{size[1]}",
+                   "seconds": time.time() - t0, "failed": r.report.failed}
+            if r.image is not None:
+                row["psnr"] = psnr_np(r.image, gt)
+            else:
+                row["psnr"] = float("nan")
+                row["reason"] = (r.report.failure_reason or "")[:120]
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def summarise_e2e(rows: list[dict]) -> list[dict]:
+    out = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        for m in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["method"] == m and r["size"] == size]
+            ok = [r for r in sel if not r["failed"]]
+            out.append({"size": size, "method": m, "n": len(sel), "finished": len(ok),
+                        "psnr": float(np.mean([r["psnr"] for r in ok])) if ok else float("nan"),
+                        "seconds": float(np.mean([r["seconds"] for r in sel]))})
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    path = Path(args.models or args.out)
+    res = Path(args.results)
+    models = load_local_set(path)
+    n = args.eval_n or 40
+    t0 = time.time()
+    edit_rows = evaluate_edit(models, untrained_set(path), n)
+    write_csv(res / "edit_quality.csv", edit_rows)
+    print(json.dumps(edit_rows, indent=1), flush=True)
+    write_csv(res / "upscaler.csv", evaluate_sr(models, min(n, 8)))
+    methods = ["mobilepicasso", "ip2p-bicubic", "tiled-naive", "tiled-overlap", "ip2p-realesrgan", "ip2p-direct"]
+    exs = [e for e in test_examples(40) if abs(e.source_scene.aspect - 16 / 9) < 1e-6][: (2 if args.quick else 3)]
+    rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + ["ip2p-patchwise"])
+    if not args.quick:
+        rows += evaluate_end_to_end(str(path), exs, (3840, 2160), methods)
+    write_csv(res / "end_to_end_runs.csv", rows)
+    write_csv(res / "end_to_end.csv", summarise_e2e(rows))
+    print(f"evaluate: {time.time() - t0:.0f} s")

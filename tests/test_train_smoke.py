@@ -1,0 +1,37 @@
+"""Every trainer runs a few steps end to end and the folder reloads as a trained set (CI smoke run)."""
+import time
+
+from pipeline import mini_architecture as arch
+from pipeline.model_sets import BUNDLED, SetInfo, load_local_set, save_local_set
+from pipeline.train.__main__ import main
+
+
+def test_train_all_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIN_QUIET", "1")
+    monkeypatch.setenv("TRAIN_THREADS", "1")
+    out = tmp_path / "set"
+    save_local_set(arch.build_untrained(BUNDLED / "mini" / "tokenizer"), SetInfo(name="smoke", description="smoke"),
+                   out, weights=False)
+    assert not load_local_set(out).info.trained
+    t0 = time.time()
+    main(["all", "--out", str(out), "--run-dir", str(tmp_path / "runs"), "--steps", "2", "--batch-size", "2",
+          "--pool", "12", "--minutes", "0", "--checkpoint-every", "1"])
+    models = load_local_set(out)
+    assert models.info.trained, models.info.untrained
+    assert (tmp_path / "runs" / "edit-full" / "ckpt.pt").is_file()
+    assert time.time() - t0 < 120
+
+
+def test_resume_continues_from_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIN_QUIET", "1")
+    monkeypatch.setenv("TRAIN_THREADS", "1")
+    out = tmp_path / "set"
+    save_local_set(arch.build_untrained(BUNDLED / "mini" / "tokenizer"), SetInfo(name="smoke", description="smoke"),
+                   out, weights=False)
+    run = str(tmp_path / "runs")
+    main(["detector", "--out", str(out), "--run-dir", run, "--steps", "2", "--batch-size", "2", "--minutes", "0"])
+    from pipeline.train.common import Checkpoint
+
+    assert Checkpoint(run, "detector").load()[0] == 2
+    main(["detector", "--out", str(out), "--run-dir", run, "--steps", "3", "--batch-size", "2", "--minutes", "0", "--resume"])
+    assert Checkpoint(run, "detector").load()[0] == 3
