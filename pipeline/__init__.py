@@ -41,7 +41,7 @@ def edit(
     steps: int | None = None,
     text_guidance: float | None = None,
     image_guidance: float | None = None,
-    projection: str = "learned",
+    projection: str | None = None,
     tile: int | None = None,
     halo: int | None = None,
     memory_budget: int | None = None,
@@ -67,7 +67,7 @@ def edit(
         steps=steps or info.steps,
         text_guidance=info.text_guidance if text_guidance is None else text_guidance,
         image_guidance=info.image_guidance if image_guidance is None else image_guidance,
-        meter=RunMeter(), projection=projection, tile=tile, halo=halo, memory_budget=memory_budget, time_budget=time_budget,
+        meter=RunMeter(), projection=projection or info.default_projection, tile=tile, halo=halo, memory_budget=memory_budget, time_budget=time_budget,
         progress=progress or (lambda stage, done, total: None),
     )
     report = EditReport(

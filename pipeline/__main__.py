@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int)
     p.add_argument("--text-guidance", type=float)
     p.add_argument("--image-guidance", type=float)
-    p.add_argument("--projection", default="learned", choices=["learned", "reference"])
+    p.add_argument("--projection", choices=["learned", "reference"], help="default: the model set's")
     p.add_argument("--tile", type=int, help="upscaler tile size in latent pixels (default: the set's, or chosen by --memory-budget)")
     p.add_argument("--halo", type=int, help="ACPT context halo in latent pixels")
     p.add_argument("--memory-budget", type=parse_bytes, help="choose the largest-payoff tile that fits, e.g. 512MiB")

@@ -39,7 +39,7 @@ class SetInfo:
     description: str
     edit_resolution: int = 128          # long side of the standard-resolution edit, pixels
     edit_multiple: int = 32             # edit sides are rounded to this (U-Net downsampling x VAE factor)
-    latent_factor: int = 8              # pixels per latent pixel of the upscaler's latent space
+    latent_factor: int = 8              # pixels per latent pixel of the edit autoencoder (upscalers report their own)
     steps: int = 20
     text_guidance: float = 1.0
     image_guidance: float = 1.0
