@@ -28,7 +28,7 @@ from demo.edit_tab import SIZES, render_edit_tab
 TITLE = "Instruction-based image editing at 4K"  # page title: no method names (the study is blinded)
 CSS = """
 #edit-results .prose h3 { margin: 0.2em 0; }
-#edit-results small { color: var(--body-text-color-subdued); }
+#edit-results small { line-height: 1.3; }
 """
 MAX_UPLOAD = "40mb"
 
@@ -103,21 +103,13 @@ def build_app(config: AppConfig | None = None) -> App:
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     service, study_message = _study_service(config)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as blocks:
-        with gr.Tabs(selected="edit") as tabs:
-            with gr.Tab("Edit", id="edit", elem_id="tab-edit") as edit_tab:
+        with gr.Tabs(selected="edit"):
+            with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
                 render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size)
             with gr.Tab("Study", id="study", elem_id="tab-study"):
                 _render_study(service, study_message)
-            with gr.Tab("Results", id="results", elem_id="tab-results") as results_tab:
+            with gr.Tab("Results", id="results", elem_id="tab-results"):
                 _render_results(config)
-
-        def participant_view(request: gr.Request):
-            """A participant link (`?pid=...`) shows only the Study tab, so method names stay out of sight."""
-            if request is not None and request.query_params.get("pid"):
-                return gr.Tabs(selected="study"), gr.Tab(visible=False), gr.Tab(visible=False)
-            return gr.Tabs(), gr.Tab(), gr.Tab()
-
-        blocks.load(participant_view, outputs=[tabs, edit_tab, results_tab], api_visibility="private")
     blocks.queue(default_concurrency_limit=8)  # study events; editing has its own limit of 1
     allowed = [str(config.cache_dir)] + (service.allowed_paths if service else [])
     return App(blocks, service, allowed)

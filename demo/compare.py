@@ -83,9 +83,9 @@ def new_run_dir(root: Path, keep: int = KEEP_RUNS) -> Path:
     """A fresh folder under `root/runs`, deleting all but the newest `keep - 1` older ones."""
     runs = root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[: max(0, len(list(runs.iterdir())) - keep + 1)]:
+    for old in sorted(runs.iterdir())[: max(0, len(list(runs.iterdir())) - keep + 1)]:
         shutil.rmtree(old, ignore_errors=True)
-    run = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+    run = runs / f"{time.time_ns():020d}"  # names sort in creation order
     run.mkdir()
     return run
 

@@ -20,6 +20,7 @@ from pipeline.model_sets import ModelSetUnavailable, SetInfo, load_model_set
 
 SIZES: tuple[tuple[str, str], ...] = (("1K (1024 px)", "1k"), ("2K (2048 px)", "2k"), ("4K (3840 px)", "4k"))
 ZOOM_WINDOWS = (256, 384, 512, 768)
+PREVIEW_HEIGHT = 300
 DEFAULT_METHOD = "mobilepicasso"
 HOW_TO = (
     "Upload an image (or pick an example below), say what to change, choose the methods and the output "
@@ -43,6 +44,29 @@ def model_notice(name: str, info: SetInfo | None, error: str | None = None) -> s
                      "examples. Photos will not edit well with it; for photos run the Space with the Hub set "
                      "(`MOBILEPICASSO_MODELS=sd15`, GPU).")
     return "  \n".join(lines)
+
+
+def _sentence(message: str) -> str:
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
+def readable_upload(image: gr.Image) -> gr.Image:
+    """Make an unreadable upload a one-sentence message instead of a processing error (Gradio opens
+    the file with PIL before the handler sees it). Wraps the instance's method: a subclass would make
+    Gradio write a `.pyi` stub next to this file."""
+    preprocess = image.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:  # what PIL raises for a file it cannot open varies by format
+            raise gr.Error("The file is not an image that can be read (PNG, JPEG, WebP, ...).") from None
+
+    image.preprocess = checked
+    return image
 
 
 @dataclass
@@ -75,8 +99,9 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                             format="png", height=300, elem_id="edit-input")
+            image = readable_upload(gr.Image(label="Input image", type="filepath", image_mode=None,
+                                             sources=["upload", "clipboard"], format="png", height=300,
+                                             elem_id="edit-input"))
             instruction = gr.Textbox(label="Instruction", placeholder="e.g. make the circle green", lines=1,
                                      max_lines=3, elem_id="edit-instruction")
             methods = gr.CheckboxGroup(
@@ -97,45 +122,49 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                                            label="Image guidance", elem_id="edit-image-guidance")
             run = gr.Button("Run", variant="primary", interactive=info is not None, elem_id="edit-run")
         with gr.Column(scale=3, min_width=360):
-            status = gr.Markdown("Results appear here.", elem_id="edit-status")
+            status = gr.Markdown("Results appear here.", label="edit status", elem_id="edit-status")
             slider = gr.ImageSlider(label="Before / after (preview; zoom below for full resolution)", type="filepath",
                                     format="png", max_height=560, interactive=False, elem_id="edit-slider")
             slider_method = gr.Radio(choices=[], label="After =", visible=False, elem_id="edit-slider-method")
             files = gr.File(label="All full-resolution PNGs", file_count="multiple", interactive=False,
-                            elem_id="edit-files")
+                            visible=False, elem_id="edit-files")
 
     examples = write_examples(cache / "examples")
-    for kind, label in (("synthedit", "SynthEdit scenes (the domain of the bundled mini set)"),
-                        ("photo", "Photos (need the Hub set, sd15)")):
-        rows = [[str(e.path), e.instruction] for e in examples if e.kind == kind]
-        if rows:
-            gr.Examples(rows, inputs=[image, instruction], label=label, examples_per_page=len(rows))
+    with gr.Row(equal_height=False):
+        for kind, label in (("synthedit", "SynthEdit scenes (the domain of the bundled mini set)"),
+                            ("photo", "Photos (for the Hub set, sd15)")):
+            rows = [[str(e.path), e.instruction] for e in examples if e.kind == kind]
+            if rows:
+                with gr.Column(min_width=320):
+                    gr.Examples(rows, inputs=[image, instruction], label=label, examples_per_page=len(rows))
 
-    gr.Markdown("## Results", elem_id="edit-results-header")
-    with gr.Row():
-        zoom_x = gr.Slider(0, 100, value=50, step=1, label="Zoom centre: horizontal (%)", elem_id="edit-zoom-x")
-        zoom_y = gr.Slider(0, 100, value=50, step=1, label="Zoom centre: vertical (%)", elem_id="edit-zoom-y")
-        window = gr.Dropdown(choices=list(ZOOM_WINDOWS), value=384, label="Zoom window (px)",
-                             elem_id="edit-zoom-window")
-    zoom_caption = gr.Markdown("", elem_id="edit-zoom-caption")
-    with gr.Row(equal_height=False, elem_id="edit-results"):
-        with gr.Column(visible=False, min_width=220, elem_id="result-input") as input_column:
-            input_preview = gr.Image(label="input", type="filepath", format="png", interactive=False,
-                                     elem_id="preview-input")
-            input_crop = gr.Image(label="input, resized (zoom)", format="png", interactive=False,
-                                  elem_id="zoom-input")
-        columns: list[ResultColumn] = []
-        for name in pipeline.METHODS:
-            with gr.Column(visible=False, min_width=220, elem_id=f"result-{name}") as column:
-                columns.append(ResultColumn(
-                    name, column,
-                    gr.Image(label=name, type="filepath", format="png", interactive=False, elem_id=f"preview-{name}"),
-                    gr.Image(label=f"{name} (zoom, 1:1)", format="png", interactive=False, elem_id=f"zoom-{name}"),
-                    gr.Markdown(elem_id=f"metrics-{name}"),
-                    gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id=f"download-{name}"),
-                ))
-    with gr.Accordion("Reports (JSON): every parameter and measurement", open=False):
-        reports = gr.JSON(elem_id="edit-reports")
+    with gr.Column(visible=False, elem_id="edit-results-group") as results_group:
+        gr.Markdown("## Results", elem_id="edit-results-header")
+        with gr.Row():
+            zoom_x = gr.Slider(0, 100, value=50, step=1, label="Zoom centre: horizontal (%)", elem_id="edit-zoom-x")
+            zoom_y = gr.Slider(0, 100, value=50, step=1, label="Zoom centre: vertical (%)", elem_id="edit-zoom-y")
+            window = gr.Dropdown(choices=list(ZOOM_WINDOWS), value=384, label="Zoom window (px)",
+                                 elem_id="edit-zoom-window")
+        zoom_caption = gr.Markdown("", elem_id="edit-zoom-caption")
+        with gr.Row(equal_height=False, elem_id="edit-results"):
+            with gr.Column(min_width=220, elem_id="result-input"):
+                input_preview = gr.Image(label="input", type="filepath", format="png", interactive=False,
+                                         height=PREVIEW_HEIGHT, elem_id="preview-input")
+                input_crop = gr.Image(label="input, resized (zoom)", format="png", interactive=False,
+                                      elem_id="zoom-input")
+            columns: list[ResultColumn] = []
+            for name in pipeline.METHODS:
+                with gr.Column(visible=False, min_width=220, elem_id=f"result-{name}") as column:
+                    columns.append(ResultColumn(
+                        name, column,
+                        gr.Image(label=name, type="filepath", format="png", interactive=False,
+                                 height=PREVIEW_HEIGHT, elem_id=f"preview-{name}"),
+                        gr.Image(label=f"{name} (zoom, 1:1)", format="png", interactive=False, elem_id=f"zoom-{name}"),
+                        gr.Markdown(elem_id=f"metrics-{name}"),
+                        gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id=f"download-{name}"),
+                    ))
+        with gr.Accordion("Reports (JSON): every parameter and measurement", open=False):
+            reports = gr.JSON(label="reports", elem_id="edit-reports")
     state = gr.State(None)
 
     def on_run(image_path, text, chosen, size_value, seed_value, randomise_seed, n_steps, t_guidance, i_guidance,
@@ -161,18 +190,19 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                 image_path, text, order, size=size_value, models=models, seed=seed_value, steps=int(n_steps),
                 text_guidance=float(t_guidance), image_guidance=float(i_guidance), root=cache, on_step=on_step)
         except pipeline.InputError as err:
-            raise gr.Error(str(err)[:1].upper() + str(err)[1:] + ".") from None
+            raise gr.Error(_sentence(str(err))) from None
         first = next((o for o in result.outputs if o.ok), None)
         before_after = (str(result.source_preview), str(first.preview)) if first else None
+        paths = [str(o.path) for o in result.outputs if o.ok]
         return (seed_value, before_after, compare.summary_markdown(result),
-                [str(o.path) for o in result.outputs if o.ok] or None,
+                paths or None,
                 {o.method: {"error": o.error, **o.report} for o in result.outputs}, result.to_state())
 
     def on_results(state_value, x, y, win):
         c = compare.Comparison.from_state(state_value)
         ok = [o.method for o in c.outputs if o.ok]
         reference, crops = compare.zoom(c, x, y, int(win))
-        updates = [gr.Radio(choices=ok, value=ok[0] if ok else None, visible=len(ok) > 1),
+        updates = [gr.File(visible=bool(ok)), gr.Radio(choices=ok, value=ok[0] if ok else None, visible=len(ok) > 1),
                    compare.box_caption(c, x, y, int(win)) if ok else "",
                    gr.Column(visible=True), str(c.source_preview), reference]
         for col in columns:
@@ -195,7 +225,11 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
         if not state_value:
             return ["", None] + [None] * len(columns)
         c = compare.Comparison.from_state(state_value)
-        reference, crops = compare.zoom(c, x, y, int(win))
+        try:
+            reference, crops = compare.zoom(c, x, y, int(win))
+        except FileNotFoundError:
+            gr.Warning("These results were cleared to free disk space; run the edit again to zoom.")
+            return [gr.Markdown()] * (2 + len(columns))
         return [compare.box_caption(c, x, y, int(win)), reference] + [crops.get(col.method) for col in columns]
 
     def on_select(state_value, evt: gr.SelectData):
@@ -214,7 +248,7 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
         concurrency_id="edit",
     ).success(
         on_results, inputs=[state, zoom_x, zoom_y, window],
-        outputs=[slider_method, zoom_caption, input_column, input_preview, input_crop, *column_outputs],
+        outputs=[files, slider_method, zoom_caption, results_group, input_preview, input_crop, *column_outputs],
         api_visibility="private",
     )
     slider_method.input(on_slider_method, inputs=[state, slider_method], outputs=slider, api_visibility="private")

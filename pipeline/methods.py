@@ -173,7 +173,9 @@ def ip2p_patchwise(job: EditJob) -> Image.Image:
         return (pixels.clamp(-1, 1) + 1) * 127.5
 
     out = run_tiled(edit_patches, x, plan, batch_size=1, on_tile=lambda i, n: job.progress("patches", i, n))
-    return _to_pil(out / 127.5 - 1, (w, h))
+    stitched = _to_pil(out / 127.5 - 1, (cols * p, rows * p))
+    # the canvas is the whole image resized to the patch grid: resize back (a crop would cut and shift it)
+    return stitched if stitched.size == (w, h) else stitched.resize((w, h), Image.Resampling.BICUBIC)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+_cpu_sdpa_flop._get_raw = True
+# torch's counter has no formula for the CPU attention kernel, so attention would count as 0 FLOPs on a CPU
+FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop}
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -121,7 +129,7 @@ class RunMeter:
             if key in self._flops_per_sample:
                 self.flops[name] += self._flops_per_sample[key] * batch
             else:
-                counter = FlopCounterMode(display=False)
+                counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
                 counter.__enter__()
                 pending.append((key, counter, batch))
 

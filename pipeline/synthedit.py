@@ -264,7 +264,7 @@ def _background(scene: Scene, width: int, height: int, window: Window, full: tup
         return np.broadcast_to(colour, (height, width, 3)).copy()
     tex = _noise_image(scene.texture_seed) if scene.texture == "noise" else _texture_image(scene.texture)
     rng = np.random.default_rng(scene.texture_seed)
-    tw = float(rng.uniform(0.55, 1.0)) * tex.width
+    tw = float(rng.uniform(0.25, 0.5)) * tex.width  # a zoomed-in crop: fine detail at 4K, smooth at 128 px
     th = min(tex.height, tw / scene.aspect)
     tw = th * scene.aspect if tw > tex.width else tw
     ox, oy = rng.uniform(0, tex.width - tw), rng.uniform(0, tex.height - th)
@@ -280,7 +280,7 @@ def _background(scene: Scene, width: int, height: int, window: Window, full: tup
                              (ox + u0 * tw, oy + v0 * th, ox + u1 * tw, oy + v1 * th), Image.Resampling.BICUBIC)
     t = np.asarray(crop, np.float32) / 255.0
     t = (t - 0.5) * (0.5 / max(1e-3, float(np.asarray(tex, np.float32).std() / 255.0 * 2))) + 0.5
-    return colour * np.clip(0.55 + 0.45 * t, 0.3, 1.25)[..., None]
+    return colour * np.clip(0.7 + 0.3 * t, 0.45, 1.2)[..., None]
 
 
 def _shape_ops(s: Shape, unit: float, to_px) -> list[tuple[str, list[tuple[float, float]]]]:

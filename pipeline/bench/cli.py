@@ -1,9 +1,186 @@
-"""`python -m pipeline bench`: placeholder replaced below."""
+"""`python -m pipeline bench`: run a suite, write CSVs and PNGs under --out, print a short table,
+and regenerate the README one folder up.
+
+    python -m pipeline bench --methods all --sizes 1024,2048,4k --models mini --repeats 3 --out results/bench
+    python -m pipeline bench --suite tiles --models sd15-arch --out results/tiles
+    python -m pipeline bench --quick --out /tmp/b/bench          # the 2-minute CI version of the main suite
+"""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+QUICK_SIZES = ["768"]       # the smallest 16:9 size with more than one upscaler tile
+QUICK_TILE_SIZES = ["768", "1024"]
+QUICK_STEPS = 2
+CALIBRATION_SIZE = "512"   # ip2p-direct runs here without a budget, to check its time estimate
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="benchmark methods (cost, tiling, quality) and write results/")
-    p.set_defaults(func=lambda args: 0)
+    from pipeline.__main__ import parse_bytes
+
+    p = subparsers.add_parser("bench", help="benchmark methods (cost, tiling, quality) and write CSVs, plots, README",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=["main", "tiles"], default="main",
+                   help="main: cost + quality of every method; tiles: limit ratios, per-tile cost, ACPT's tile choice, derived cost")
+    p.add_argument("--methods", default="all", help="comma-separated method names, or all")
+    p.add_argument("--sizes", help="comma-separated output sizes (16:9 outputs, long side or preset): default 1024,2048,4k")
+    p.add_argument("--models", default="mini", help="mini | sd15-arch | a model-set folder")
+    p.add_argument("--repeats", type=int, default=3, help="minimum runs per (method, size); see README for the slow baselines")
+    p.add_argument("--images", type=int, help="test images per size (default: 6 at 1024, 4 at 2048, 3 at 4k)")
+    p.add_argument("--no-quality", action="store_true", help="cost only: skip the metrics against the ground truth")
+    p.add_argument("--time-budget", type=float, default=60.0,
+                   help="seconds passed to edit(): a method estimated to take longer (ip2p-direct) is a failure row")
+    p.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit per run (process killed, row kept)")
+    p.add_argument("--tile", type=int, help="upscaler tile size for the tiled methods (default: the set's)")
+    p.add_argument("--halo", type=int, help="ACPT halo")
+    p.add_argument("--memory-budget", type=parse_bytes, help="let ACPT choose its tile under this budget, e.g. 512MiB")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's own)")
+    p.add_argument("--steps", type=int, help="edit steps (default: the set's; --quick: 2)")
+    p.add_argument("--measure-under", type=float, default=90.0,
+                   help="tiles suite: also run a full method where its derived time is under this many seconds")
+    p.add_argument("--quick", action="store_true", help="the 2-minute version (one image, small sizes) used by CI")
+    p.add_argument("--out", default=None, help="output folder (default results/bench or results/tiles)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=main)
+
+
+def _meta(args, suite: str, started: float, **extra) -> dict:
+    import torch
+
+    return {
+        "suite": suite, "command": "python -m pipeline bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "bench" else "python -m pipeline bench ...",
+        "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "wall_seconds": round(time.time() - started, 1), "models": args.models, "torch": torch.__version__,
+        "threads": args.threads or torch.get_num_threads(), "cpus": os.cpu_count(), "quick": args.quick, **extra,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.bench.readme import write_readme
+
+    started = time.time()
+    out = Path(args.out or ("results/tiles" if args.suite == "tiles" else "results/bench"))
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        if args.suite == "tiles":
+            code = tiles_main(args, out, Path(tmp), started)
+        else:
+            code = main_suite(args, out, Path(tmp), started)
+    readme = write_readme(out.resolve().parent)
+    print(f"wrote {out}/ and {readme} in {(time.time() - started) / 60:.1f} min")
+    return code
+
+
+def _sizes(args, default: list[str]) -> list[str]:
+    return [s.strip() for s in args.sizes.split(",")] if args.sizes else default
+
+
+def main_suite(args, out: Path, tmp: Path, started: float) -> int:
+    from pipeline.bench import plots, tables
+    from pipeline.bench.runner import run_all
+    from pipeline.bench.runs import full_policy, output_size, plan_runs, quick_policy
+    from pipeline.methods import METHODS
+
+    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    if tables.REFERENCE not in methods:
+        methods.insert(0, tables.REFERENCE)  # every ratio is against it
+    sizes = _sizes(args, QUICK_SIZES if args.quick else ["1024", "2048", "4k"])
+    policy = quick_policy(sizes) if args.quick else full_policy(sizes, args.repeats, args.images)
+    steps = args.steps or (QUICK_STEPS if args.quick else None)
+    runs = plan_runs(methods, sizes, args.models, policy, quality=not args.no_quality, time_budget=args.time_budget,
+                     tile=args.tile, halo=args.halo, memory_budget=args.memory_budget, threads=args.threads, steps=steps)
+    specs = [r.to_dict() for r in runs]
+    calibrate = "ip2p-direct" in methods and not args.quick
+    if calibrate:  # last, so it never delays the table
+        w, h = output_size(CALIBRATION_SIZE)
+        specs.append({**specs[0], "method": "ip2p-direct", "size": CALIBRATION_SIZE, "width": w, "height": h,
+                      "quality": False, "time_budget": None, "calibration": True})
+    results = run_all("run", specs, timeout=args.timeout, workdir=tmp,
+                      label=lambda s: f"{s['method']} {s['size']} #{s['image']['index']}", progress=not args.no_progress)
+    calibration = [r for r in results if r.get("run", {}).get("calibration")]
+    results = [r for r in results if not r.get("run", {}).get("calibration")]
+    df = tables.run_rows(results)
+    cost = tables.cost_table(df, methods, sizes, policy.derive)
+    quality = tables.quality_table(df, methods, sizes)
+    head = tables.headline_table(df, cost, methods, sizes)
+    if calibration:
+        cal = tables.run_rows(calibration)[["method", "size", "width", "height", "status", "failure_reason",
+                                             "total_seconds", "estimated_seconds", "unet_gflops", "peak_memory_mib"]]
+        cal["estimate_over_measured"] = cal["estimated_seconds"] / cal["total_seconds"]
+        cal.to_csv(out / "direct_calibration.csv", index=False, float_format="%.5g")
+    df.to_csv(out / "runs.csv", index=False, float_format="%.5g")
+    cost.to_csv(out / "cost.csv", index=False, float_format="%.5g")
+    quality.to_csv(out / "quality.csv", index=False, float_format="%.5g")
+    head.to_csv(out / "headline.csv", index=False, float_format="%.4g")
+    trained = bool(df["trained"].dropna().all()) if "trained" in df and df["trained"].notna().any() else False
+    title = f"model set {args.models} ({'trained' if trained else 'UNTRAINED'}), this CPU"
+    plots.cost_figures(cost, sizes, methods, out, title)
+    plots.quality_figure(quality, sizes, methods, tables.QUALITY_METRICS, out, title)
+    plots.seam_figure(quality, sizes, methods, out, title)
+    notes = policy_notes(policy, methods, sizes, args)
+    (out / "meta.json").write_text(json.dumps(_meta(args, "main", started, model_set_trained=trained, sizes=sizes,
+                                                    methods=methods, notes=notes), indent=2) + "\n")
+    print()
+    print(tables.markdown(tables.headline_markdown(head, cost)) if not head.empty else "(no headline rows)")
+    return 0
+
+
+def policy_notes(policy, methods, sizes, args) -> list[str]:
+    counts = {(m, s): policy.runs_for(m, s) for m in methods for s in sizes}
+    per_size = ", ".join(f"{s}: {max(counts[(m, s)] for m in methods)}" for s in sizes)
+    fewer = ", ".join(f"{m}@{s}: {n}" for (m, s), n in counts.items() if n < max(counts[(x, s)] for x in methods))
+    notes = [f"runs (= test images) per cell: {per_size}" + (f"; fewer: {fewer}" if fewer else "")] + policy.notes
+    notes.append(f"time budget passed to edit(): {args.time_budget:.0f} s (ip2p-direct beyond it is a failure row with a "
+                 f"derived time); per-run wall-clock limit {args.timeout:.0f} s")
+    if args.tile or args.halo or args.memory_budget:
+        notes.append(f"tiled methods ran with tile={args.tile}, halo={args.halo}, memory budget={args.memory_budget}")
+    return notes
+
+
+def tiles_main(args, out: Path, tmp: Path, started: float) -> int:
+    from pipeline.bench import plots, tables
+    from pipeline.bench.tiles import MODE_METHOD, run_tiles_suite
+
+    sizes = _sizes(args, QUICK_TILE_SIZES if args.quick else ["1024", "2048", "4k"])
+    steps = args.steps or (QUICK_STEPS if args.quick else None)
+    r = run_tiles_suite(args.models, sizes, out, timeout=args.timeout, repeats=1 if args.quick else 2,
+                        threads=args.threads, quick=args.quick, measure_under=args.measure_under,
+                        progress=not args.no_progress, workdir=tmp, steps=steps,
+                        measure_methods=["mobilepicasso"] if args.quick else list(MODE_METHOD.values()),
+                        measure_sizes=sizes[:1] if args.quick else sizes)
+    facts = r["facts"]
+    title = f"model set {args.models} ({'trained' if facts['trained'] else 'random weights'}), upscaler {facts['upscaler']}, this CPU"
+    plots.tiles_figures(r["limits"], r["costs"], r["derived"], sizes, out, title)
+    notes = [
+        f"upscaler: {facts['upscaler']}, {facts['upscaler_steps']} step(s), default tile {facts['tile']} latent px, "
+        f"halo {facts['halo']}, align {facts['align']}, batch {facts['batch_size']} windows per call; decode tile "
+        f"{facts['decode_tile']} + halo {facts['decode_halo']}",
+        "per-tile latency: best of the timed calls after one warm-up call (a call over 5 s is timed once, cold); "
+        "memory: rise of the process peak RSS over the resident set before the call (activations, not weights); "
+        "one worker process per tile size" + (" (--quick: all in one process)" if args.quick else ""),
+        f"edit stage: {r['units']['edit'].get('seconds_per_evaluation', float('nan')):.3f} s per U-Net evaluation at "
+        f"the standard size, measured; decode: {r['units']['decode'].get('seconds_per_tile', float('nan')):.3f} s per "
+        "decode tile, measured; U-Net FLOPs counted exactly per window shape on the meta device",
+        f"full methods were also run where the derived total is under {args.measure_under:.0f} s",
+    ]
+    (out / "meta.json").write_text(json.dumps(_meta(args, "tiles", started, model_set_trained=facts["trained"],
+                                                    sizes=sizes, notes=notes), indent=2) + "\n")
+    d = r["derived"][["size", "method", "tiles", "total_s_derived", "total_s_measured"]]
+    lim = r["limits"][r["limits"]["default_tile"]][["size", "what", "tiles", "limit_ratio"]]
+    print()
+    print(tables.markdown(lim.round(3)))
+    print(tables.markdown(d.round(2)))
+    return 0

@@ -129,34 +129,41 @@ def seam_lines(plan, scale: int, length: int, axis: str) -> list[int]:
 @dataclass(frozen=True)
 class SeamScore:
     ratio: float          # boundary / elsewhere; 1.0 = invisible
-    boundary: float       # mean |step| across boundary pixel pairs (0-255)
-    elsewhere: float      # mean |step| across all other adjacent pixel pairs
+    boundary: float       # mean |step| across boundary pixel pairs (0-255), weighted over the axes
+    elsewhere: float      # mean |step| across all other adjacent pixel pairs along the same axes
     lines: int            # boundary lines measured
 
 
 def seam_visibility(image, rows: Sequence[int], cols: Sequence[int]) -> SeamScore:
     """Mean absolute difference between neighbouring pixels *across* tile boundaries, divided by
-    the same over all other neighbouring rows/columns (pooled over both axes, all channels).
+    the same over all other neighbouring pixel pairs along the same axis (all channels).
 
-    `cols` are boundary positions b: the pair (column b-1, column b) straddles the boundary.
-    1.0 means boundaries are as smooth as the rest of the image; a visible seam gives > 1.
+    `cols` are boundary positions b: the pair (column b-1, column b) straddles the boundary. The
+    ratio is taken per axis (so an image that is smoother horizontally than vertically does not
+    bias it) and averaged, weighted by boundary pixel pairs. 1.0 means boundaries are as smooth
+    as the rest of the image; a visible seam gives > 1.
     """
     g = as_array(image).astype(np.float32)
     h, w = g.shape[:2]
-    dx = np.abs(np.diff(g, axis=1)).mean(axis=(0, 2))  # (w-1,): pair (j, j+1)
-    dy = np.abs(np.diff(g, axis=0)).mean(axis=(1, 2))  # (h-1,)
-    bx = np.zeros(w - 1, bool)
-    by = np.zeros(h - 1, bool)
-    bx[[c - 1 for c in cols if 0 < c < w]] = True
-    by[[r - 1 for r in rows if 0 < r < h]] = True
-    n_b = bx.sum() * h + by.sum() * w
-    n_o = (~bx).sum() * h + (~by).sum() * w
-    if n_b == 0 or n_o == 0:
+    axes = []
+    for steps, cuts, length, across in ((np.abs(np.diff(g, axis=1)).mean(axis=(0, 2)), cols, w, h),
+                                        (np.abs(np.diff(g, axis=0)).mean(axis=(1, 2)), rows, h, w)):
+        at = np.zeros(length - 1, bool)
+        at[[c - 1 for c in cuts if 0 < c < length]] = True
+        if at.any() and (~at).any():
+            axes.append((at.sum() * across, steps[at].mean(), steps[~at].mean()))
+    if not axes:
         return SeamScore(math.nan, math.nan, math.nan, 0)
-    boundary = (dx[bx].sum() * h + dy[by].sum() * w) / n_b
-    elsewhere = (dx[~bx].sum() * h + dy[~by].sum() * w) / n_o
-    ratio = 1.0 if boundary == elsewhere else (boundary / elsewhere if elsewhere > 0 else math.inf)
-    return SeamScore(float(ratio), float(boundary), float(elsewhere), int(bx.sum() + by.sum()))
+    weight = sum(n for n, _, _ in axes)
+
+    def ratio(b: float, o: float) -> float:
+        return 1.0 if b == o else (b / o if o > 0 else math.inf)
+
+    r = sum(n * ratio(b, o) for n, b, o in axes) / weight
+    boundary = sum(n * b for n, b, _ in axes) / weight
+    elsewhere = sum(n * o for n, _, o in axes) / weight
+    lines = sum(1 for c in cols if 0 < c < w) + sum(1 for c in rows if 0 < c < h)
+    return SeamScore(float(r), float(boundary), float(elsewhere), lines)
 
 
 # -------------------------------------------------------------------------------------- bootstrap
@@ -181,31 +188,31 @@ class RelativeDifference:
         return f"{f.format(self.estimate)}% [{f.format(self.low)}, {f.format(self.high)}]"
 
 
-def relative_difference(ours: Sequence[float], base: Sequence[float], *, higher_is_better: bool,
-                        n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> RelativeDifference:
-    """Improvement of `ours` over `base` in percent, paired by test image.
+def relative_difference(ours: Sequence[float], base: Sequence[float], *, n_boot: int = 2000,
+                        confidence: float = 0.95, seed: int = 0) -> RelativeDifference:
+    """Relative difference of means in percent, paired by test image: 100 * (mean(ours) / mean(base) - 1).
 
-    higher_is_better (quality, e.g. PSNR): 100 * (mean(ours) / mean(base) - 1)  -> "+x%".
-    lower is better (hallucination, e.g. artifact ratio): 100 * (1 - mean(ours) / mean(base)) -> "-y%"
-    reported as a positive reduction. Pairs where either value is not finite are dropped.
+    For a higher-is-better score (PSNR) a positive value is the paper's "quality +x%"; for a
+    lower-is-better one (artifact ratio) a negative value is its "hallucination -y%". The interval
+    is the percentile bootstrap: test images resampled with replacement `n_boot` times, the same
+    images for both methods. Pairs where either value is not finite are dropped; NaN when the
+    baseline's mean is 0.
     """
     a, b = np.asarray(ours, float), np.asarray(base, float)
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
     n = len(a)
-
-    def stat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        mx, my = x.mean(axis=-1), y.mean(axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = mx / my
-        return 100 * (r - 1) if higher_is_better else 100 * (1 - r)
-
     if n == 0 or b.mean() == 0:
         return RelativeDifference(math.nan, math.nan, math.nan, n, 0, confidence)
+
+    def stat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 100 * (x.mean(axis=-1) / y.mean(axis=-1) - 1)
+
     est = float(stat(a, b))
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boots = stat(a[idx], b[idx])
     boots = boots[np.isfinite(boots)]
     alpha = (1 - confidence) / 2
-    low, high = (np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (math.nan, math.nan))
+    low, high = np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (math.nan, math.nan)
     return RelativeDifference(est, float(low), float(high), n, n_boot, confidence)

@@ -111,7 +111,7 @@ def do_run(spec: dict) -> dict:
     ex = synthedit.sample(run.image.seed, family=run.image.family)
     source = ex.source(run.width, run.height)
     kwargs = dict(method=run.method, size=(run.width, run.height), models=run.models, seed=0, tile=run.tile,
-                  halo=run.halo, memory_budget=run.memory_budget)
+                  halo=run.halo, memory_budget=run.memory_budget, steps=run.steps)
     if run.time_budget is not None:
         kwargs["time_budget"] = run.time_budget
     result = edit(source, ex.instruction, **kwargs)  # the measured window: everything below is outside it
@@ -121,15 +121,17 @@ def do_run(spec: dict) -> dict:
                  "failure_reason": report.failure_reason}
     plan = tiled_plan(run.method, models, run.width, run.height, report.tiling)
     out["expected_unet_evaluations"] = expected_unet_evaluations(run.method, models, report, plan)
-    if run.method == "ip2p-direct" and report.failed:
+    if run.method == "ip2p-direct":
         from pipeline.stages.upscale import estimate_direct_edit
 
         f = models.info.edit_multiple
         size = (math.ceil(run.width / f) * f, math.ceil(run.height / f) * f)
         est = estimate_direct_edit(models, size, report.steps, report.text_guidance, report.image_guidance)
-        out["derived"] = {"total_seconds": est["seconds"], "unet_flops": est["tflops"] * 1e12,
-                          "how": "FLOPs counted on a meta-device copy of the edit U-Net at the target size "
-                                 "/ this machine's measured U-Net throughput (one real pass at the standard size)"}
+        out["estimate"] = est  # the same numbers edit() used to accept or refuse the run
+        if report.failed:
+            out["derived"] = {"total_seconds": est["seconds"], "unet_flops": est["tflops"] * 1e12,
+                              "how": "FLOPs counted on a meta-device copy of the edit U-Net at the target size "
+                                     "/ this machine's measured U-Net throughput (a real pass at the standard size)"}
     if run.method == "ip2p-realesrgan" and not report.failed:
         passes = max(1, round(math.log(max(run.width, run.height) / max(report.edit_size), 4)))
         out["other_flops"] = {"realesrgan": realesrgan_flops(tuple(report.edit_size), passes)}
@@ -140,7 +142,7 @@ def do_run(spec: dict) -> dict:
     target = ex.target(run.width, run.height, artifacts=False)
     mask = ex.edit_mask(run.width, run.height)
     low_res = edit(source, ex.instruction, method="ip2p-bicubic", size=tuple(report.edit_size), models=run.models,
-                   seed=0).image  # the standard-resolution edit every upscaling method starts from
+                   seed=0, steps=run.steps).image  # the standard-resolution edit every upscaling method starts from
     q = {
         "psnr": metrics.psnr(image, target),
         "ssim": metrics.ssim(image, target),
@@ -277,6 +279,22 @@ def do_unit(spec: dict) -> dict:
         shape = (b, c, tile, tile)
         seconds, peak, calls = _measure(lambda x: vae.decode(x / sf).sample, lambda: torch.randn(shape), repeats)
         return {"kind": kind, "tile": tile, "batch": b, "seconds_per_tile": seconds / b, "peak_bytes": peak, "calls": calls}
+    if kind == "describe":
+        return {"kind": kind, "name": info.name, "trained": info.trained, "untrained": list(info.untrained),
+                "align": up.align, "latent_factor": up.latent_factor, "tile_sizes": list(info.tile_sizes),
+                "tile": info.tile, "halo": info.halo, "decode_tile": info.decode_tile, "decode_halo": info.decode_halo,
+                "upscaler_steps": info.upscaler_steps, "steps": info.steps,
+                "cfg_batch": 3 if uses_cfg(info.text_guidance, info.image_guidance) else 1,
+                "edit_resolution": info.edit_resolution, "edit_multiple": info.edit_multiple,
+                "batch_size": up.batch_size, "upscaler": type(up).__name__}
+    if kind == "flops":  # exact upscaler FLOPs per window shape, on the meta device
+        meta = _meta_copy(up)
+        c = up.latent_channels + up.cond_channels
+        return {"kind": kind, "flops": {f"{h}x{w}": _count_flops(lambda x: meta.model_output(x, 999), (1, c, h, w))
+                                        for h, w in spec["shapes"]}}
+    if kind == "batch":  # several units in this one process (the --quick suite: fewer process starts)
+        return {"kind": kind, "items": [do_unit({**item, "models": spec["models"], "threads": spec.get("threads")})
+                                        for item in spec["items"]]}
     raise ValueError(f"unknown unit kind {kind!r}")
 
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CPU)
-    "autoencoder": (2500, 12, 2e-3, 10.0),
+    "autoencoder": (2500, 12, 6e-4, 13.0),
     "detector": (600, 16, 2e-3, 4.0),
-    "edit": (6000, 48, 8e-4, 70.0),
+    "edit": (6000, 32, 8e-4, 60.0),
     "projector": (800, 4, 2e-3, 5.0),
     "upscaler": (2000, 8, 1e-3, 12.0),
 }
@@ -39,10 +39,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="full", choices=("plain", "filtered", "full"),
                    help="(edit) plain | filtered (drop top share by artifact ratio) | full (+ hallucination-aware loss)")
     p.add_argument("--init-from", default=None, help="(edit) start from this checkpoint (ablation branches)")
+    p.add_argument("--no-save", action="store_true", help="(edit) keep the result in the checkpoint only (ablation branches)")
     p.add_argument("--filter-share", type=float, default=0.15)
     p.add_argument("--hallucination-weight", type=float, default=0.5, help="lambda of the hallucination-aware loss")
     p.add_argument("--pool", type=int, default=None, help="(edit) training triples pre-encoded")
     p.add_argument("--eval-n", type=int, default=None, help="(evaluate) test examples per table")
+    p.add_argument("--tables", default=None, help="(evaluate) comma list of sweep,edit,ablation,sr,e2e (default all)")
     p.add_argument("--quick", action="store_true", help="(evaluate) small sizes only (CI)")
     return p
 

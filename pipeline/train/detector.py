@@ -60,7 +60,7 @@ def train(args: argparse.Namespace):
         x, y = detector_batch(rng, args.batch_size)
         x, y = degrade(x, rng).to(dev), y.to(dev)
         logits = det(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.tensor(3.0, device=dev))
+        loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.tensor(8.0, device=dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

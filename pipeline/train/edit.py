@@ -58,36 +58,58 @@ def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
-@torch.no_grad()
-def build_pool(n: int, vae: AutoencoderTiny, tokenizer: CLIPTokenizer, detector: ArtifactDetector | None,
-               seed: int = 0, offset: int = 0, batch: int = 64) -> Pool:
-    """Render n training triples at their edit size, encode with the (frozen) autoencoder, score with M."""
+def render_pool(n: int, offset: int = 0, cache: Path | None = None) -> dict:
+    """Training triples rendered at their edit size, grouped by size: {(w, h): dict(src, tgt, text, family, art)}.
+    Rendering does not depend on any model, so it can be cached (and done while the autoencoder trains)."""
+    if cache is not None and cache.is_file():
+        groups = torch.load(cache, weights_only=False)
+        if sum(len(g["text"]) for g in groups.values()) == n:
+            return groups
     lo, _ = se.SPLITS["train"]
-    groups: dict[tuple[int, int], list] = {}
+    groups: dict[tuple[int, int], dict] = {}
+    bar = progress_bar(n, 0, "render pool")
     for s in range(lo + offset, lo + offset + n):
         ex = se.sample(s)
-        groups.setdefault(edit_size(ex.source_scene.aspect), []).append(ex)
+        w, h = edit_size(ex.source_scene.aspect)
+        g = groups.setdefault((w, h), {"src": [], "tgt": [], "text": [], "family": [], "art": []})
+        g["src"].append(np.asarray(ex.source(w, h)))
+        g["tgt"].append(np.asarray(ex.target(w, h)))
+        g["text"].append(ex.instruction)
+        g["family"].append(ex.family)
+        g["art"].append(ex.has_artifacts)
+        bar.update(1)
+    bar.close()
+    for g in groups.values():
+        g["src"], g["tgt"] = np.stack(g["src"]), np.stack(g["tgt"])
+    if cache is not None:
+        torch.save(groups, cache)
+    return groups
+
+
+def _u8_to_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def build_pool(n: int, vae: AutoencoderTiny, tokenizer: CLIPTokenizer, detector: ArtifactDetector | None,
+               seed: int = 0, offset: int = 0, batch: int = 64, cache: Path | None = None) -> Pool:
+    """Render (or load) n training triples, encode with the frozen autoencoder, optionally score with M."""
+    groups = render_pool(n, offset, cache)
     out = {k: [] for k in ("src", "tgt", "ids", "family", "artifact_ratio", "has_artifacts")}
     bar = progress_bar(n, 0, "encode pool")
-    for (w, h), exs in sorted(groups.items()):
-        parts = {k: [] for k in out}
-        for i in range(0, len(exs), batch):
-            chunk = exs[i:i + batch]
-            src = to_tensor([e.source(w, h) for e in chunk])
-            tgt = to_tensor([e.target(w, h) for e in chunk])
-            parts["src"].append(vae.encode(src).latents)
-            parts["tgt"].append(vae.encode(tgt).latents)
-            parts["ids"].append(tokenize(tokenizer, [e.instruction for e in chunk]))
-            ratio = torch.full((len(chunk),), float("nan"))
-            parts["artifact_ratio"].append(ratio)
-            parts["family"].append(np.array([e.family for e in chunk]))
-            parts["has_artifacts"].append(np.array([e.has_artifacts for e in chunk]))
-            bar.update(len(chunk))
-        for k in out:
-            v = parts[k]
-            out[k].append(torch.cat(v) if isinstance(v[0], torch.Tensor) else np.concatenate(v))
+    for (w, h), g in sorted(groups.items()):
+        src, tgt = [], []
+        for i in range(0, len(g["text"]), batch):
+            src.append(vae.encode(_u8_to_tensor(g["src"][i:i + batch])).latents)
+            tgt.append(vae.encode(_u8_to_tensor(g["tgt"][i:i + batch])).latents)
+            bar.update(min(batch, len(g["text"]) - i))
+        out["src"].append(torch.cat(src))
+        out["tgt"].append(torch.cat(tgt))
+        out["ids"].append(tokenize(tokenizer, g["text"]))
+        out["family"].append(np.array(g["family"]))
+        out["has_artifacts"].append(np.array(g["art"]))
+        out["artifact_ratio"].append(np.full(len(g["text"]), np.nan))
     bar.close()
-    out["artifact_ratio"] = [r.numpy() for r in out["artifact_ratio"]]
     pool = Pool(**out, keep=[np.ones(len(f), bool) for f in out["family"]])
     return score_pool(pool, vae, detector) if detector is not None else pool
 
@@ -150,7 +172,7 @@ def load_frozen(out: Path, dev):
 
 def get_pool(args, vae, tokenizer, det) -> Pool:
     path = Path(args.run_dir) / "edit_pool.pt"
-    n = args.pool or 6000
+    n = args.pool or 5000
     if path.is_file():
         pool = Pool(**torch.load(path, weights_only=False))
         if len(np.concatenate(pool.family)) == n:
@@ -159,7 +181,7 @@ def get_pool(args, vae, tokenizer, det) -> Pool:
                 torch.save(pool.state(), path)
             return pool
     t0 = time.time()
-    pool = build_pool(n, vae, tokenizer, None, seed=args.seed)
+    pool = build_pool(n, vae, tokenizer, None, seed=args.seed, cache=Path(args.run_dir) / f"edit_renders_{n}.pt")
     torch.save(pool.state(), path)
     print(f"edit pool: {n} triples in {time.time() - t0:.0f} s")
     if det is not None:

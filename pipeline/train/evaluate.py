@@ -198,21 +198,68 @@ def summarise_e2e(rows: list[dict]) -> list[dict]:
     return out
 
 
+SWEEP = [(s, tg, ig) for s in (10, 20) for tg, ig in ((1.0, 1.0), (1.5, 1.2), (2.5, 1.5))]
+TABLES = ("sweep", "edit", "ablation", "sr", "e2e")
+
+
 def run(args: argparse.Namespace) -> None:
     path = Path(args.models or args.out)
     res = Path(args.results)
+    tables = args.tables.split(",") if getattr(args, "tables", None) else TABLES
     models = load_local_set(path)
     n = args.eval_n or 40
     t0 = time.time()
-    edit_rows = evaluate_edit(models, untrained_set(path), n)
-    write_csv(res / "edit_quality.csv", edit_rows)
-    print(json.dumps(edit_rows, indent=1), flush=True)
-    write_csv(res / "upscaler.csv", evaluate_sr(models, min(n, 8)))
-    methods = ["mobilepicasso", "ip2p-bicubic", "tiled-naive", "tiled-overlap", "ip2p-realesrgan", "ip2p-direct"]
-    exs = [e for e in test_examples(40) if abs(e.source_scene.aspect - 16 / 9) < 1e-6][: (2 if args.quick else 3)]
-    rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + ["ip2p-patchwise"])
-    if not args.quick:
-        rows += evaluate_end_to_end(str(path), exs, (3840, 2160), methods)
-    write_csv(res / "end_to_end_runs.csv", rows)
-    write_csv(res / "end_to_end.csv", summarise_e2e(rows))
+    if "sweep" in tables:
+        rows = sampler_sweep(models, n, SWEEP)
+        write_csv(res / "sampler_sweep.csv", rows)
+        print(json.dumps(rows, indent=1), flush=True)
+    if "edit" in tables:
+        rows = evaluate_edit(models, untrained_set(path), n)
+        write_csv(res / "edit_quality.csv", rows)
+        print(json.dumps(rows, indent=1), flush=True)
+    if "ablation" in tables:
+        rows = evaluate_ablation(path, Path(args.run_dir), n)
+        if rows:
+            write_csv(res / "ablation.csv", rows)
+    if "sr" in tables:
+        rows = evaluate_sr(models, min(n, 8))
+        write_csv(res / "upscaler.csv", rows)
+        print(json.dumps(rows, indent=1), flush=True)
+    if "e2e" in tables:
+        methods = ["mobilepicasso", "ip2p-bicubic", "tiled-naive", "tiled-overlap", "ip2p-realesrgan", "ip2p-direct"]
+        exs = [e for e in test_examples(40) if abs(e.source_scene.aspect - 16 / 9) < 1e-6][:3]
+        rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + ["ip2p-patchwise"])
+        if not args.quick:
+            rows += evaluate_end_to_end(str(path), exs[:2], (3840, 2160), methods)
+        write_csv(res / "end_to_end_runs.csv", rows)
+        write_csv(res / "end_to_end.csv", summarise_e2e(rows))
     print(f"evaluate: {time.time() - t0:.0f} s")
+
+
+def models_from_checkpoint(path: Path, ckpt: Path, use_ema: bool = True) -> ModelSet:
+    """The set at `path` with the edit U-Net / text encoder taken from a training checkpoint."""
+    from pipeline.train.edit import load_checkpoint_models
+
+    m = load_local_set(path)
+    unet, te = load_checkpoint_models(ckpt, m.edit_pipeline.tokenizer, use_ema)
+    m.edit_pipeline.unet, m.edit_pipeline.text_encoder = unet, te
+    return m
+
+
+def evaluate_ablation(path: Path, run_dir: Path, n: int) -> list[dict]:
+    """plain vs + filtering vs + filtering + hallucination-aware loss, each branched from the same base."""
+    exs = test_examples(n)
+    out = []
+    for variant, label in (("plain", "plain"), ("filtered", "+ filtering"), ("full", "+ filtering + hallucination-aware loss")):
+        ck = run_dir / f"edit-{variant}" / "ckpt.pt"
+        if not ck.is_file():
+            continue
+        m = models_from_checkpoint(path, ck)
+        info = m.info
+        rows = edit_metrics(m, exs, edit_images(m, exs, info.steps, info.text_guidance, info.image_guidance))
+        allr = by_family(rows, ["psnr", "artifact_ratio", "unedited_changed"])[-1]
+        steps = torch.load(ck, map_location="cpu", weights_only=False)["step"]
+        out.append({"variant": label, "finetune_steps": steps, "n": len(rows), "psnr": allr["psnr"],
+                    "artifact_ratio": allr["artifact_ratio"], "unedited_changed": allr["unedited_changed"]})
+        print(out[-1], flush=True)
+    return out

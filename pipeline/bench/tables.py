@@ -1,0 +1,274 @@
+"""From worker results to the tables: one row per run, cost and quality per cell, the headline.
+
+Definitions (repeated in results/README.md):
+- time: a run's `total_seconds` (the edit call, models already loaded); a cell reports the median
+  and the min/max over its runs.
+- speed-up: median time of the baseline / median time of `mobilepicasso`, same size, same run.
+  Where a baseline failed as over budget, its time is the derived estimate (marked "derived").
+- memory: peak memory (process VmHWM, reset per run; model weights included) of `mobilepicasso`
+  relative to the baseline: 100 * (mobilepicasso / baseline - 1) percent, medians.
+- quality +x%: `metrics.relative_difference` (100 * (mean_mp / mean_baseline - 1), paired by test
+  image, percentile-bootstrap CI) of PSNR to the ground truth; positive = mobilepicasso better.
+- hallucination -y%: the same of the detector M's artifact ratio; negative = mobilepicasso better.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.bench.metrics import relative_difference
+
+REFERENCE = "mobilepicasso"
+QUALITY_METRICS = {  # column: (label, higher is better)
+    "psnr": ("PSNR (dB)", True),
+    "ssim": ("SSIM", True),
+    "psnr_unedited": ("PSNR unedited region (dB)", True),
+    "edit_mae": ("edit-region MAE (0-255)", False),
+    "artifact_ratio": ("artifact ratio (M, p>0.5)", False),
+    "artifact_prob": ("mean artifact probability (M)", False),
+    "lr_consistency": ("LR-consistency (dB)", True),
+    "brisque": ("BRISQUE (crop)", False),
+    "seam_ratio": ("seam visibility (1 = none)", False),
+    "seam_ratio_acpt_grid": ("seam visibility at ACPT lines", False),
+}
+HEADLINE_QUALITY = "psnr"
+HEADLINE_HALLUCINATION = "artifact_ratio"
+
+
+def run_rows(results: Sequence[dict]) -> pd.DataFrame:
+    """One flat row per run."""
+    rows = []
+    for r in results:
+        run = r.get("run", {})
+        rep = r.get("report") or {}
+        image = run.get("image", {})
+        row = {
+            "method": run.get("method"), "size": run.get("size"), "width": run.get("width"), "height": run.get("height"),
+            "image": image.get("index"), "seed": image.get("seed"), "family": image.get("family"),
+            "status": r.get("status", "failed"), "failure_reason": r.get("failure_reason"),
+            "model_set": rep.get("model_set", run.get("models")), "trained": rep.get("model_set_trained"),
+            "total_seconds": rep.get("total_seconds") if r.get("status") == "ok" else math.nan,
+            "peak_memory_mib": rep["peak_memory_bytes"] / 2**20 if rep.get("peak_memory_bytes") and r.get("status") == "ok" else math.nan,
+        }
+        for stage, sec in (rep.get("stage_seconds") or {}).items():
+            row[f"{stage}_seconds"] = sec
+        evals = rep.get("unet_evaluations") or {}
+        row["unet_evals_edit"] = evals.get("edit", 0)
+        row["unet_evals_upscale"] = evals.get("upscale", 0)
+        row["unet_evals"] = sum(evals.values()) if evals else (math.nan if rep.get("failed") or not rep else 0)
+        expected = r.get("expected_unet_evaluations")
+        row["unet_evals_expected"] = sum(expected.values()) if expected else math.nan
+        row["unet_evals_match"] = (expected == evals) if expected else None
+        flops = rep.get("unet_flops") or {}
+        row["unet_gflops"] = sum(flops.values()) / 1e9 if flops else math.nan
+        row["other_gflops"] = sum((r.get("other_flops") or {}).values()) / 1e9 if r.get("other_flops") else 0.0
+        tiling = rep.get("tiling") or {}
+        row.update(tiling_mode=tiling.get("mode"), tile=tiling.get("tile"), halo=tiling.get("halo"),
+                   tiles=tiling.get("tiles"), limit_ratio=tiling.get("limit_ratio"))
+        derived = r.get("derived") or {}
+        row["derived_seconds"] = derived.get("total_seconds", math.nan)
+        row["derived_unet_gflops"] = derived.get("unet_flops", math.nan) / 1e9 if derived else math.nan
+        edit_size = rep.get("edit_size") or (math.nan, math.nan)
+        row["edit_w"], row["edit_h"] = edit_size
+        est = r.get("estimate") or {}
+        row["estimated_seconds"] = est.get("seconds", math.nan)
+        row["threads"] = r.get("threads")
+        row["worker_seconds"] = r.get("worker_seconds")
+        row.update(r.get("quality") or {})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _first(series: pd.Series):
+    s = series.dropna()
+    return s.iloc[0] if len(s) else None
+
+
+def _patches(width: int, height: int, patch: int) -> int:
+    return math.ceil(width / patch) * math.ceil(height / patch)
+
+
+def _derived_row(rule: tuple[str, str], method: str, size: str, measured: dict, runs: pd.DataFrame) -> dict | None:
+    """A cell that was not run, costed from a measured cell of the same method (see `runs.Policy`)."""
+    how, src = rule
+    base = measured.get((method, src))
+    if base is None or base["status"] == "failed":
+        return None
+    from pipeline.bench.runs import output_size
+
+    w, h = output_size(size)
+    factor = 1.0
+    if how == "patches":
+        ok = runs[(runs["method"] == method) & (runs["size"] == src) & (runs["status"] == "ok")]
+        p = int(max(ok["edit_w"].iloc[0], ok["edit_h"].iloc[0]))
+        factor = _patches(w, h, p) / _patches(base["width"], base["height"], p)
+    why = {"same": f"not run: the same work as at {src}, whose measured cost is shown (derived)",
+           "patches": f"not run: {src}'s measured cost x {factor:.2f} (patch-count ratio) (derived)"}[how]
+    return {"size": size, "method": method, "width": w, "height": h, "runs": 0, "ok": 0, "status": "derived",
+            "failure_reason": why, "seconds_median": math.nan, "derived_seconds": base["seconds_median"] * factor,
+            "unet_evals": base["unet_evals"] * factor, "unet_gflops": math.nan,
+            "derived_unet_gflops": base["unet_gflops"] * factor, "other_gflops": base["other_gflops"] * factor,
+            "tiles": base["tiles"] * factor if how == "patches" and base["tiles"] else base["tiles"]}
+
+
+def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
+               derive: dict[tuple[str, str], tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Per (size, method): time (median, min, max), stage medians, peak memory, U-Net work, tiles,
+    and the ratios against mobilepicasso at the same size. `derive`: cells costed, not run."""
+    stage_cols = [c for c in runs.columns if c.endswith("_seconds") and c not in ("total_seconds", "derived_seconds", "worker_seconds")]
+    measured: dict[tuple[str, str], dict] = {}
+    for size in sizes:
+        for method in methods:
+            cell = runs[(runs["method"] == method) & (runs["size"] == size)]
+            if cell.empty:
+                continue
+            ok = cell[cell["status"] == "ok"]
+            row = {"size": size, "method": method, "width": cell["width"].iloc[0], "height": cell["height"].iloc[0],
+                   "runs": len(cell), "ok": len(ok),
+                   "status": "ok" if len(ok) == len(cell) else ("failed" if ok.empty else "partial"),
+                   "failure_reason": _first(cell["failure_reason"])}
+            t = ok["total_seconds"]
+            row.update(seconds_median=t.median(), seconds_min=t.min(), seconds_max=t.max())
+            for c in stage_cols:
+                if c in ok and ok[c].notna().any():
+                    row[f"{c[:-8]}_s_median"] = ok[c].median()
+            m = ok["peak_memory_mib"]
+            row.update(peak_mib_median=m.median(), peak_mib_min=m.min(), peak_mib_max=m.max())
+            row["unet_evals"] = _first(ok["unet_evals"])
+            row["unet_evals_constant"] = bool(ok["unet_evals"].nunique() <= 1) if len(ok) else None
+            row["unet_evals_match_planner"] = bool(ok["unet_evals_match"].all()) if len(ok) else None
+            row["unet_gflops"] = _first(ok["unet_gflops"])
+            row["other_gflops"] = _first(ok["other_gflops"])
+            row["tiles"] = _first(ok["tiles"]) if "tiles" in ok else None
+            row["limit_ratio"] = _first(ok["limit_ratio"]) if "limit_ratio" in ok else None
+            row["derived_seconds"] = cell["derived_seconds"].median() if cell["derived_seconds"].notna().any() else math.nan
+            row["derived_unet_gflops"] = _first(cell["derived_unet_gflops"])
+            measured[(method, size)] = row
+    rows = []
+    for size in sizes:
+        for method in methods:
+            if (method, size) in measured:
+                rows.append(measured[(method, size)])
+            elif derive and (method, size) in derive:
+                row = _derived_row(derive[(method, size)], method, size, measured, runs)
+                if row is not None:
+                    rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    speed, speed_src, mem = [], [], []
+    for _, row in table.iterrows():
+        ref = table[(table["size"] == row["size"]) & (table["method"] == REFERENCE)]
+        ref_t = ref["seconds_median"].iloc[0] if len(ref) else math.nan
+        ref_m = ref["peak_mib_median"].iloc[0] if len(ref) else math.nan
+        t, src = row["seconds_median"], "measured"
+        if not np.isfinite(t) and np.isfinite(row["derived_seconds"]):
+            t, src = row["derived_seconds"], "derived"
+        speed.append(t / ref_t if np.isfinite(t) and ref_t > 0 else math.nan)
+        speed_src.append(src if np.isfinite(t) else None)
+        mem.append(100 * (ref_m / row["peak_mib_median"] - 1) if np.isfinite(row["peak_mib_median"]) and np.isfinite(ref_m) else math.nan)
+    table["speedup_x"] = speed
+    table["speedup_source"] = speed_src
+    table["mp_memory_vs_this_pct"] = mem
+    return table
+
+
+def quality_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str]) -> pd.DataFrame:
+    """Per (size, method): mean of each quality metric over the test images (with the image count)."""
+    rows = []
+    for size in sizes:
+        for method in methods:
+            cell = runs[(runs["method"] == method) & (runs["size"] == size) & (runs["status"] == "ok")]
+            if cell.empty or "psnr" not in cell or cell["psnr"].isna().all():
+                continue
+            row = {"size": size, "method": method, "images": int(cell["psnr"].notna().sum())}
+            for col in QUALITY_METRICS:
+                if col in cell and cell[col].notna().any():
+                    row[col] = cell[col].mean()
+                    row[f"{col}_sd"] = cell[col].std(ddof=1) if cell[col].notna().sum() > 1 else math.nan
+            if "brisque_target" in cell:
+                row["brisque_ground_truth"] = cell["brisque_target"].mean()
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired(runs: pd.DataFrame, size: str, method: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """mobilepicasso's and `method`'s values of `column` on the test images both have."""
+    def values(m):
+        cell = runs[(runs["method"] == m) & (runs["size"] == size) & (runs["status"] == "ok")]
+        return cell.set_index("image")[column] if column in cell else pd.Series(dtype=float)
+
+    ours, base = values(REFERENCE), values(method)
+    common = ours.index.intersection(base.index)
+    return ours.loc[common].to_numpy(float), base.loc[common].to_numpy(float)
+
+
+def headline_table(runs: pd.DataFrame, cost: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
+                   n_boot: int = 2000) -> pd.DataFrame:
+    """Per (size, baseline): speed-up, memory, and quality/hallucination relative differences with CIs."""
+    rows = []
+    for size in sizes:
+        for method in methods:
+            if method == REFERENCE:
+                continue
+            c = cost[(cost["size"] == size) & (cost["method"] == method)] if not cost.empty else cost
+            if c.empty:
+                continue
+            c = c.iloc[0]
+            row = {"size": size, "baseline": method, "baseline_status": c["status"],
+                   "speedup_x": c["speedup_x"], "speedup_source": c["speedup_source"],
+                   "mp_memory_vs_baseline_pct": c["mp_memory_vs_this_pct"]}
+            for col in QUALITY_METRICS:
+                if col not in runs or col.startswith("seam"):
+                    continue
+                ours, base = paired(runs, size, method, col)
+                d = relative_difference(ours, base, n_boot=n_boot)
+                key = {"psnr": "quality", "artifact_ratio": "hallucination"}.get(col, col)
+                row[f"{key}_pct"] = d.estimate
+                row[f"{key}_ci_low"] = d.low
+                row[f"{key}_ci_high"] = d.high
+                row[f"{key}_images"] = d.n_images
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt(x, digits: int = 2, suffix: str = "") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}{suffix}"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A plain GitHub-markdown table (no tabulate dependency)."""
+    if df.empty:
+        return "(no rows)\n"
+    cols = list(df.columns)
+    out = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        out.append("| " + " | ".join("" if v is None else str(v) for v in r.tolist()) + " |")
+    return "\n".join(out) + "\n"
+
+
+def headline_markdown(head: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
+    """The human table: one row per (size, baseline)."""
+    rows = []
+    for _, h in head.iterrows():
+        speed = "—" if not np.isfinite(h["speedup_x"]) else f"{h['speedup_x']:.1f}x" + (" (derived)" if h["speedup_source"] == "derived" else "")
+
+        def rel(key):
+            if f"{key}_pct" not in h or not np.isfinite(h[f"{key}_pct"]):
+                return "n/a"
+            return f"{h[f'{key}_pct']:+.1f}% [{h[f'{key}_ci_low']:+.1f}, {h[f'{key}_ci_high']:+.1f}] (n={int(h[f'{key}_images'])})"
+
+        mem = h["mp_memory_vs_baseline_pct"]
+        rows.append({
+            "size": h["size"], "baseline": h["baseline"],
+            "speed-up of mobilepicasso": speed,
+            "mobilepicasso memory vs baseline": "—" if not np.isfinite(mem) else f"{mem:+.0f}%",
+            "quality (PSNR) +x%": rel("quality"),
+            "hallucination (artifact ratio) -y%": rel("hallucination"),
+        })
+    return pd.DataFrame(rows)

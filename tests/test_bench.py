@@ -1,0 +1,209 @@
+"""The benchmark's arithmetic: evaluation counts, limit ratios, seam metric, bootstrap, tables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.bench import metrics, tables
+from pipeline.bench.runs import full_policy, output_size, plan_runs, quick_policy, bench_images
+from pipeline.tiling import plan_tiles
+
+# ------------------------------------------------------------------------------ limit ratio
+
+
+@pytest.mark.parametrize("mode,halo", [("naive", 0), ("acpt", 0)])
+def test_zero_overlap_grid_on_divisible_size_has_limit_ratio_one(mode, halo):
+    plan = plan_tiles(128, 256, 64, halo, mode=mode, align=4)
+    assert plan.grid == (2, 4)
+    assert plan.limit_ratio == 1.0
+    assert plan.output_overlap == 0.0
+
+
+def test_overlap_and_halo_cost_more_than_the_limit():
+    overlap = plan_tiles(270, 480, 64, mode="overlap", align=4)
+    acpt = plan_tiles(270, 480, 64, 8, mode="acpt", align=4)
+    # tiling.md C.0: 50% overlap at 64 px over a 270x480 latent -> 8 x 14 tiles, ~3.54x the limit
+    assert overlap.grid == (8, 14)
+    assert overlap.limit_ratio == pytest.approx(8 * 14 * 64 * 64 / (272 * 480))
+    assert 1.0 < acpt.limit_ratio < overlap.limit_ratio
+
+
+# ---------------------------------------------------------------------------- U-Net counts
+
+
+def _run_method(method: str, size: tuple[int, int], steps: int = 2):
+    from pipeline import edit
+    from pipeline.bench.worker import expected_unet_evaluations, tiled_plan
+    from pipeline.model_sets import load_model_set
+
+    image = Image.fromarray((np.random.default_rng(0).random((size[1], size[0], 3)) * 255).astype(np.uint8))
+    report = edit(image, "make it snowy", method=method, size=size, steps=steps).report
+    models = load_model_set("mini")
+    plan = tiled_plan(method, models, *size, report.tiling)
+    return report, expected_unet_evaluations(method, models, report, plan), plan
+
+
+@pytest.mark.parametrize("method", ["mobilepicasso", "tiled-overlap", "tiled-naive"])
+def test_unet_evaluations_equal_the_planner_formula(method):
+    report, expected, plan = _run_method(method, (768, 432))
+    assert plan.n_tiles == report.tiling["tiles"] >= 2
+    assert report.unet_evaluations == expected
+    assert expected["upscale"] == plan.n_tiles * 1  # the mini upscaler is one step
+    assert expected["edit"] == 2  # 2 steps, no CFG on the mini set (guidance 1)
+
+
+def test_patchwise_counts_one_edit_per_patch():
+    report, expected, _ = _run_method("ip2p-patchwise", (256, 144))
+    assert report.tiling["grid"] == [2, 2]
+    assert report.unet_evaluations == expected == {"edit": 2 * 4}
+
+
+# ----------------------------------------------------------------------------------- seams
+
+
+def _gradient(h: int = 96, w: int = 160) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x, 2 * y, x + y], axis=-1)  # integer steps: no quantisation seams
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_seam_metric_is_one_on_a_smooth_image():
+    s = metrics.seam_visibility(_gradient(), rows=[48], cols=[40, 80, 120])
+    assert s.ratio == pytest.approx(1.0, abs=0.05)
+    assert s.lines == 4
+
+
+def test_seam_metric_sees_an_injected_step_at_a_boundary():
+    img = _gradient().astype(np.int16)
+    img[:, 80:] += 12  # a tone step exactly where a tile core starts
+    s = metrics.seam_visibility(np.clip(img, 0, 255).astype(np.uint8), rows=[48], cols=[40, 80, 120])
+    assert s.ratio > 2.0
+    off = metrics.seam_visibility(np.clip(img, 0, 255).astype(np.uint8), rows=[48], cols=[30, 60, 100])
+    assert off.ratio < s.ratio
+
+
+def test_seam_lines_follow_the_plan():
+    acpt = plan_tiles(54, 96, 64, 8, mode="acpt", align=4)
+    assert metrics.seam_lines(acpt, 8, 432, "rows") == []
+    cols = metrics.seam_lines(acpt, 8, 768, "cols")
+    assert cols == [acpt.tiles[1].cols.core_start * 8]
+    overlap = plan_tiles(54, 96, 64, mode="overlap", align=4)
+    assert metrics.seam_lines(overlap, 8, 768, "cols") == [32 * 8, 64 * 8]  # window start and stop
+
+
+# ------------------------------------------------------------------------------- bootstrap
+
+
+def test_relative_difference_and_its_interval():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(20, 30, size=40)
+    ours = base * 1.1
+    d = metrics.relative_difference(ours, base, n_boot=500)
+    assert d.estimate == pytest.approx(10.0)
+    assert d.low == pytest.approx(10.0) and d.high == pytest.approx(10.0)  # a constant ratio: no spread
+    noisy = metrics.relative_difference(base + rng.normal(0, 2, size=40), base, n_boot=500)
+    assert noisy.low < noisy.estimate < noisy.high
+    fewer = metrics.relative_difference([0.1, 0.2], [0.2, 0.2], n_boot=100)
+    assert fewer.estimate == pytest.approx(-25.0)  # "hallucination -25%"
+
+
+def test_relative_difference_drops_nan_pairs_and_zero_baselines():
+    d = metrics.relative_difference([1.0, math.nan, 3.0], [2.0, 2.0, math.nan])
+    assert d.n_images == 1 and d.estimate == pytest.approx(-50.0)
+    assert math.isnan(metrics.relative_difference([0.1], [0.0]).estimate)
+
+
+def test_psnr_masks_and_lr_consistency():
+    a = np.full((8, 8, 3), 100, np.uint8)
+    b = a.copy()
+    b[:4] = 110
+    mask = np.zeros((8, 8), bool)
+    mask[4:] = True
+    assert metrics.psnr(a, b, mask) > 100  # identical where masked (MSE floored at 1e-10)
+    assert metrics.psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 50))
+    assert metrics.region_mae(a, b, ~mask) == pytest.approx(10.0)
+    assert math.isnan(metrics.psnr(a, b, np.zeros((8, 8), bool)))
+    small = Image.fromarray(a)
+    assert metrics.lr_consistency(small.resize((32, 32), Image.Resampling.NEAREST), small) > 100
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def _result(method, size, image, seconds, mib, status="ok", **extra):
+    w, h = output_size(size)
+    rep = {"total_seconds": seconds, "peak_memory_bytes": mib * 2**20, "stage_seconds": {"edit": seconds / 2},
+           "unet_evaluations": {"edit": 20}, "unet_flops": {"edit": 1e9}, "model_set": "mini", "model_set_trained": True,
+           "edit_size": [128, 64], "failed": status != "ok"}
+    return {"run": {"method": method, "size": size, "width": w, "height": h,
+                    "image": {"index": image, "seed": image, "family": "add"}},
+            "report": rep, "status": status, "expected_unet_evaluations": {"edit": 20},
+            "quality": {"psnr": 20.0 + (method == "mobilepicasso"), "artifact_ratio": 0.1 if method == "mobilepicasso" else 0.2},
+            **extra}
+
+
+def test_cost_table_ratios_against_mobilepicasso():
+    results = [_result("mobilepicasso", "1024", i, s, 100) for i, s in enumerate((1.0, 2.0, 3.0))]
+    results += [_result("ip2p-bicubic", "1024", i, s, 80) for i, s in enumerate((4.0, 6.0, 5.0))]
+    results += [_result("ip2p-direct", "1024", 0, 0, 0, status="failed", derived={"total_seconds": 200.0, "unet_flops": 1e12})]
+    df = tables.run_rows(results)
+    cost = tables.cost_table(df, ["mobilepicasso", "ip2p-bicubic", "ip2p-direct"], ["1024"])
+    bic = cost.set_index("method").loc["ip2p-bicubic"]
+    assert (bic.seconds_median, bic.seconds_min, bic.seconds_max) == (5.0, 4.0, 6.0)
+    assert bic.speedup_x == pytest.approx(2.5)  # 5 s / mobilepicasso's median 2 s
+    assert bic.mp_memory_vs_this_pct == pytest.approx(25.0)  # 100 MiB vs 80 MiB
+    assert bool(bic.unet_evals_match_planner)
+    direct = cost.set_index("method").loc["ip2p-direct"]
+    assert direct.status == "failed" and direct.speedup_x == pytest.approx(100.0) and direct.speedup_source == "derived"
+    head = tables.headline_table(df, cost, ["mobilepicasso", "ip2p-bicubic"], ["1024"], n_boot=200)
+    row = head.iloc[0]
+    assert row.quality_pct == pytest.approx(5.0)       # 21 dB vs 20 dB
+    assert row.hallucination_pct == pytest.approx(-50.0)  # artifact ratio 0.1 vs 0.2
+    assert "+5.0%" in tables.headline_markdown(head, cost).iloc[0]["quality (PSNR) +x%"]
+
+
+def test_derived_cells_scale_patchwise_by_patch_count():
+    results = [_result("mobilepicasso", s, 0, 1.0, 100) for s in ("1024", "4k")]
+    results += [_result("ip2p-patchwise", "1024", 0, 40.0, 100)]
+    df = tables.run_rows(results)
+    derive = {("ip2p-patchwise", "4k"): ("patches", "1024"), ("ip2p-realesrgan", "4k"): ("same", "1024")}
+    cost = tables.cost_table(df, ["mobilepicasso", "ip2p-patchwise"], ["1024", "4k"], derive).set_index(["size", "method"])
+    # 1024x576 -> 8 x 5 = 40 patches of 128 px; 3840x2160 -> 30 x 17 = 510
+    assert cost.loc[("4k", "ip2p-patchwise"), "derived_seconds"] == pytest.approx(40.0 * 510 / 40)
+    assert cost.loc[("4k", "ip2p-patchwise"), "status"] == "derived"
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def test_bench_images_are_16_9_and_cycle_families():
+    from pipeline import synthedit as se
+
+    imgs = bench_images(5)
+    assert [i.family for i in imgs] == list(se.FAMILIES)
+    assert all(se.split_of(i.seed) == "test" for i in imgs)
+    assert output_size("4k") == (3840, 2160) and output_size("1024") == (1024, 576)
+
+
+def test_full_policy_caps_slow_baselines_and_orders_round_robin():
+    methods = ["mobilepicasso", "ip2p-direct", "ip2p-realesrgan", "ip2p-patchwise"]
+    policy = full_policy(["1024", "2048", "4k"], repeats=3, images=None)
+    assert policy.runs_for("mobilepicasso", "1024") == 3
+    assert policy.runs_for("mobilepicasso", "4k") == 1
+    assert policy.runs_for("ip2p-direct", "1024") == 1
+    assert policy.runs_for("ip2p-realesrgan", "2048") == 0 and ("ip2p-realesrgan", "2048") in policy.derive
+    runs = plan_runs(methods, ["1024", "4k"], "mini", policy)
+    assert [r.image.index for r in runs] == sorted(r.image.index for r in runs)  # round-robin by image
+    assert {r.cell for r in runs if r.image.index == 0} == {
+        ("mobilepicasso", "1024"), ("ip2p-direct", "1024"), ("ip2p-realesrgan", "1024"), ("ip2p-patchwise", "1024"),
+        ("mobilepicasso", "4k"), ("ip2p-direct", "4k")}
+    assert quick_policy(["768"]).runs_for("ip2p-patchwise", "768") == 1
+
+
+def test_markdown_table():
+    text = tables.markdown(pd.DataFrame([{"a": 1, "b": "x"}]))
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |"]
