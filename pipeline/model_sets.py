@@ -46,9 +46,9 @@ class SetInfo:
     upscaler_kind: str = "latent-sr"    # "latent-sr" (one-step SR U-Net in the edit latent space) or "sd-x4"
     upscaler_steps: int = 1
     tile_sizes: tuple[int, ...] = (32, 64, 96, 128)  # candidate static tile sizes (latent px) for ACPT
-    tile: int = 64                      # default when no per-tile cost table is measured
+    tile: int = 96                      # default when no memory budget asks for the measured table
     halo: int = 8
-    decode_tile: int = 64
+    decode_tile: int = 128
     decode_halo: int = 16               # >= the decoder's receptive field: tiled decode is exact
     trained_on: str = "SynthEdit procedural scenes (synthetic shapes on textures), not photos"
     default_projection: str = "learned"  # "reference" where no trained projector exists (sd15)

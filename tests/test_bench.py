@@ -71,10 +71,19 @@ def _gradient(h: int = 96, w: int = 160) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def test_seam_metric_is_one_on_a_smooth_image():
-    s = metrics.seam_visibility(_gradient(), rows=[48], cols=[40, 80, 120])
+@pytest.mark.parametrize("period", [1, 8])
+def test_seam_metric_is_one_on_a_smooth_image(period):
+    s = metrics.seam_visibility(_gradient(), rows=[48], cols=[40, 80, 120], period=period)
     assert s.ratio == pytest.approx(1.0, abs=0.05)
     assert s.lines == 4
+
+
+def test_seam_metric_compares_like_with_like_positions():
+    img = _gradient().astype(np.int16)
+    img[:, ::8] += 6  # an 8-px pattern (as a decoder's latent grid leaves), not a seam
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    assert metrics.seam_visibility(img, rows=[], cols=[40, 80, 120], period=8).ratio == pytest.approx(1.0, abs=0.05)
+    assert metrics.seam_visibility(img, rows=[], cols=[40, 80, 120], period=1).ratio > 1.5
 
 
 def test_seam_metric_sees_an_injected_step_at_a_boundary():

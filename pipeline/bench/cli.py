@@ -131,6 +131,11 @@ def main_suite(args, out: Path, tmp: Path, started: float) -> int:
     plots.quality_figure(quality, sizes, methods, tables.QUALITY_METRICS, out, title)
     plots.seam_figure(quality, sizes, methods, out, title)
     notes = policy_notes(policy, methods, sizes, args)
+    if "weights" in df and df["weights"].nunique() > 1:
+        notes.insert(0, "WARNING: the model set's weight files changed during this run (runs.csv, column weights): "
+                        "rows are not comparable; run again")
+    if trained is False and "trained" in df and df["trained"].notna().any():
+        notes.insert(0, "the model set is (at least partly) UNTRAINED: the quality rows measure random weights")
     (out / "meta.json").write_text(json.dumps(_meta(args, "main", started, model_set_trained=trained, sizes=sizes,
                                                     methods=methods, notes=notes), indent=2) + "\n")
     print()

@@ -134,24 +134,29 @@ class SeamScore:
     lines: int            # boundary lines measured
 
 
-def seam_visibility(image, rows: Sequence[int], cols: Sequence[int]) -> SeamScore:
+def seam_visibility(image, rows: Sequence[int], cols: Sequence[int], period: int = 1) -> SeamScore:
     """Mean absolute difference between neighbouring pixels *across* tile boundaries, divided by
-    the same over all other neighbouring pixel pairs along the same axis (all channels).
+    the same at the other positions of the same phase along the same axis (all channels).
 
-    `cols` are boundary positions b: the pair (column b-1, column b) straddles the boundary. The
-    ratio is taken per axis (so an image that is smoother horizontally than vertically does not
-    bias it) and averaged, weighted by boundary pixel pairs. 1.0 means boundaries are as smooth
-    as the rest of the image; a visible seam gives > 1.
+    `cols` are boundary positions b: the pair (column b-1, column b) straddles the boundary.
+    `period`: the reference positions are those congruent to a boundary modulo `period` (use the
+    latent factor for outputs decoded from a latent, whose 8-px structure would otherwise bias the
+    comparison; 1 = every other column/row). The ratio is taken per axis and averaged, weighted
+    by boundary pixel pairs. 1.0 means boundaries are as smooth as comparable positions elsewhere;
+    a visible seam gives > 1.
     """
     g = as_array(image).astype(np.float32)
     h, w = g.shape[:2]
     axes = []
     for steps, cuts, length, across in ((np.abs(np.diff(g, axis=1)).mean(axis=(0, 2)), cols, w, h),
                                         (np.abs(np.diff(g, axis=0)).mean(axis=(1, 2)), rows, h, w)):
+        cuts = [c for c in cuts if 0 < c < length]
         at = np.zeros(length - 1, bool)
-        at[[c - 1 for c in cuts if 0 < c < length]] = True
-        if at.any() and (~at).any():
-            axes.append((at.sum() * across, steps[at].mean(), steps[~at].mean()))
+        at[[c - 1 for c in cuts]] = True
+        position = np.arange(1, length)
+        ref = np.isin(position % period, [c % period for c in cuts]) & ~at
+        if at.any() and ref.any():
+            axes.append((at.sum() * across, steps[at].mean(), steps[ref].mean()))
     if not axes:
         return SeamScore(math.nan, math.nan, math.nan, 0)
     weight = sum(n for n, _, _ in axes)

@@ -76,6 +76,7 @@ def run_rows(results: Sequence[dict]) -> pd.DataFrame:
         est = r.get("estimate") or {}
         row["estimated_seconds"] = est.get("seconds", math.nan)
         row["threads"] = r.get("threads")
+        row["weights"] = r.get("weights_fingerprint")
         row["worker_seconds"] = r.get("worker_seconds")
         row.update(r.get("quality") or {})
         rows.append(row)
@@ -270,5 +271,6 @@ def headline_markdown(head: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
             "mobilepicasso memory vs baseline": "—" if not np.isfinite(mem) else f"{mem:+.0f}%",
             "quality (PSNR) +x%": rel("quality"),
             "hallucination (artifact ratio) -y%": rel("hallucination"),
+            "hallucination (mean artifact p) -y%": rel("artifact_prob"),
         })
     return pd.DataFrame(rows)

@@ -94,6 +94,21 @@ def realesrgan_flops(edit_size: tuple[int, int], passes: int) -> float:
     return total
 
 
+def weights_fingerprint(models) -> str:
+    """A short hash of the model set's weight files (name, size, mtime): shows weights changing mid-benchmark."""
+    import hashlib
+
+    from pipeline.model_sets import WEIGHT_SUFFIXES
+
+    if models.path is None:
+        return f"{models.info.name}:builtin"
+    h = hashlib.sha1()
+    for f in sorted(p for p in Path(models.path).rglob("*") if p.suffix in WEIGHT_SUFFIXES):
+        st = f.stat()
+        h.update(f"{f.relative_to(models.path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
 def do_run(spec: dict) -> dict:
     import torch
 
@@ -118,7 +133,7 @@ def do_run(spec: dict) -> dict:
     report = result.report
     out: dict = {"run": spec, "report": report.to_dict(), "load_seconds": load_seconds,
                  "threads": torch.get_num_threads(), "status": "failed" if report.failed else "ok",
-                 "failure_reason": report.failure_reason}
+                 "failure_reason": report.failure_reason, "weights_fingerprint": weights_fingerprint(models)}
     plan = tiled_plan(run.method, models, run.width, run.height, report.tiling)
     out["expected_unet_evaluations"] = expected_unet_evaluations(run.method, models, report, plan)
     if run.method == "ip2p-direct":
@@ -155,13 +170,15 @@ def do_run(spec: dict) -> dict:
     }
     if models.detector is not None:
         q.update(metrics.artifact_scores(models.detector, image))
+    f = models.upscaler.latent_factor
     lines = seam_boundaries(run.method, models, run.width, run.height, report.tiling)
-    if lines is not None:
-        s = metrics.seam_visibility(image, *lines)
+    if lines is not None:  # tiled-latent methods: compare with other latent-pixel edges; patch edges: with all
+        s = metrics.seam_visibility(image, *lines, period=f if run.method in TILED_MODES else 1)
         q.update(seam_ratio=s.ratio, seam_boundary=s.boundary, seam_elsewhere=s.elsewhere, seam_lines=s.lines)
     acpt = seam_boundaries("mobilepicasso", models, run.width, run.height,
                            models.upscaler.plan(models.upscaler.condition_size(run.width, run.height)).describe())
-    q["seam_ratio_acpt_grid"] = metrics.seam_visibility(image, *acpt).ratio  # control: the same lines on every method
+    # control: mobilepicasso's core edges measured on every method's output
+    q["seam_ratio_acpt_grid"] = metrics.seam_visibility(image, *acpt, period=f).ratio
     out["quality"] = q
     out["quality_views"] = {"brisque": f"centre crop {metrics.BRISQUE_CROP}x{metrics.BRISQUE_CROP} at native resolution",
                             "detector": f"whole frame box-downscaled to long side {metrics.DETECTOR_SIDE}"}
