@@ -6,6 +6,11 @@
 """
 from __future__ import annotations
 
+import os
+
+# transformers warns at import that torchvision is absent (it falls back to PIL, which is all we use)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

@@ -3,7 +3,7 @@ and regenerate the README one folder up.
 
     python -m pipeline bench --methods all --sizes 1024,2048,4k --models mini --repeats 3 --out results/bench
     python -m pipeline bench --suite tiles --models sd15-arch --out results/tiles
-    python -m pipeline bench --quick --out /tmp/b/bench          # the 2-minute CI version of the main suite
+    python -m pipeline bench --quick --out OUT/bench                # the CI smoke version of the main suite
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-QUICK_SIZES = ["768"]       # the smallest 16:9 size with more than one upscaler tile
-QUICK_TILE_SIZES = ["768", "1024"]
+QUICK_SIZES = ["640"]
+QUICK_TILE = 64             # so that a 640-px output still has two upscaler tiles (seams to measure)
+QUICK_TILE_SIZES = ["640", "1024"]
 QUICK_STEPS = 2
 CALIBRATION_SIZE = "512"   # ip2p-direct runs here without a budget, to check its time estimate
 
@@ -33,22 +34,26 @@ def register(subparsers) -> None:
     p.add_argument("--methods", default="all", help="comma-separated method names, or all")
     p.add_argument("--sizes", help="comma-separated output sizes (16:9 outputs, long side or preset): default 1024,2048,4k")
     p.add_argument("--models", default="mini", help="mini | sd15-arch | a model-set folder")
-    p.add_argument("--repeats", type=int, default=3, help="minimum runs per (method, size); see README for the slow baselines")
-    p.add_argument("--images", type=int, help="test images per size (default: 6 at 1024, 4 at 2048, 3 at 4k)")
+    p.add_argument("--repeats", type=int, default=3, help="minimum runs per (method, size), each a different test image (the slow baselines get fewer, at most "
+                        "this many: see the README)")
+    p.add_argument("--images", type=int, help="test images per size (default: 8 at 1024, 5 at 2048, 3 at 4k)")
     p.add_argument("--no-quality", action="store_true", help="cost only: skip the metrics against the ground truth")
-    p.add_argument("--time-budget", type=float, default=60.0,
+    p.add_argument("--time-budget", type=float, default=400.0,
                    help="seconds passed to edit(): a method estimated to take longer (ip2p-direct) is a failure row")
     p.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit per run (process killed, row kept)")
     p.add_argument("--tile", type=int, help="upscaler tile size for the tiled methods (default: the set's)")
     p.add_argument("--halo", type=int, help="ACPT halo")
     p.add_argument("--memory-budget", type=parse_bytes, help="let ACPT choose its tile under this budget, e.g. 512MiB")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's own)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per worker (default 1: on a small machine shared with other jobs, two OpenMP "
+                        "threads made a U-Net call up to 100x slower, one waiting on its preempted peer)")
     p.add_argument("--steps", type=int, help="edit steps (default: the set's; --quick: 2)")
     p.add_argument("--measure-under", type=float, default=90.0,
                    help="tiles suite: also run a full method where its derived time is under this many seconds")
     p.add_argument("--quick", action="store_true", help="the 2-minute version (one image, small sizes) used by CI")
     p.add_argument("--out", default=None, help="output folder (default results/bench or results/tiles)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--replot", action="store_true", help="redraw the plots and README from the CSVs already in --out")
     p.set_defaults(func=main)
 
 
@@ -70,14 +75,43 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     out = Path(args.out or ("results/tiles" if args.suite == "tiles" else "results/bench"))
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        if args.suite == "tiles":
-            code = tiles_main(args, out, Path(tmp), started)
-        else:
-            code = main_suite(args, out, Path(tmp), started)
+    if args.replot:
+        replot(out)
+        print(f"redrew {out}/ and {write_readme(out.resolve().parent)}")
+        return 0
+    from pipeline.inputs import InputError
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            code = (tiles_main if args.suite == "tiles" else main_suite)(args, out, Path(tmp), started)
+    except (InputError, RuntimeError) as err:  # a bad --sizes value, a model set that cannot load
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if code:
+        return code
     readme = write_readme(out.resolve().parent)
     print(f"wrote {out}/ and {readme} in {(time.time() - started) / 60:.1f} min")
     return code
+
+
+def replot(out: Path) -> None:
+    """Plots from the CSVs of a finished run (its meta.json says which suite, methods and sizes)."""
+    import pandas as pd
+
+    from pipeline.bench import plots, tables
+
+    meta = json.loads((out / "meta.json").read_text())
+    sizes = meta["sizes"]
+    state = "trained" if meta.get("model_set_trained") else ("random weights" if meta["suite"] == "tiles" else "UNTRAINED")
+    title = f"model set {meta['models']} ({state}), this CPU"
+    if meta["suite"] == "tiles":
+        plots.tiles_figures(*(pd.read_csv(out / f, dtype={"size": str}) for f in ("limit_ratio.csv", "tile_cost.csv",
+                                                                                  "derived_cost.csv")), sizes, out, title)
+        return
+    cost, quality = (pd.read_csv(out / f, dtype={"size": str}) for f in ("cost.csv", "quality.csv"))
+    plots.cost_figures(cost, sizes, meta["methods"], out, title)
+    plots.quality_figure(quality, sizes, meta["methods"], tables.QUALITY_METRICS, out, title)
+    plots.seam_figure(quality, sizes, meta["methods"], out, title)
 
 
 def _sizes(args, default: list[str]) -> list[str]:
@@ -85,6 +119,8 @@ def _sizes(args, default: list[str]) -> list[str]:
 
 
 def main_suite(args, out: Path, tmp: Path, started: float) -> int:
+    import pandas as pd
+
     from pipeline.bench import plots, tables
     from pipeline.bench.runner import run_all
     from pipeline.bench.runs import full_policy, output_size, plan_runs, quick_policy
@@ -100,8 +136,9 @@ def main_suite(args, out: Path, tmp: Path, started: float) -> int:
     sizes = _sizes(args, QUICK_SIZES if args.quick else ["1024", "2048", "4k"])
     policy = quick_policy(sizes) if args.quick else full_policy(sizes, args.repeats, args.images)
     steps = args.steps or (QUICK_STEPS if args.quick else None)
+    tile = args.tile or (QUICK_TILE if args.quick else None)
     runs = plan_runs(methods, sizes, args.models, policy, quality=not args.no_quality, time_budget=args.time_budget,
-                     tile=args.tile, halo=args.halo, memory_budget=args.memory_budget, threads=args.threads, steps=steps)
+                     tile=tile, halo=args.halo, memory_budget=args.memory_budget, threads=args.threads, steps=steps)
     specs = [r.to_dict() for r in runs]
     calibrate = "ip2p-direct" in methods and not args.quick
     if calibrate:  # last, so it never delays the table
@@ -116,10 +153,12 @@ def main_suite(args, out: Path, tmp: Path, started: float) -> int:
     cost = tables.cost_table(df, methods, sizes, policy.derive)
     quality = tables.quality_table(df, methods, sizes)
     head = tables.headline_table(df, cost, methods, sizes)
-    if calibration:
-        cal = tables.run_rows(calibration)[["method", "size", "width", "height", "status", "failure_reason",
-                                             "total_seconds", "estimated_seconds", "unet_gflops", "peak_memory_mib"]]
-        cal["estimate_over_measured"] = cal["estimated_seconds"] / cal["total_seconds"]
+    cal = pd.concat([tables.run_rows(calibration), df[df["method"] == "ip2p-direct"]]) if calibration else \
+        df[df["method"] == "ip2p-direct"]
+    if not cal.empty:
+        cal = cal[["method", "size", "width", "height", "image", "status", "failure_reason", "total_seconds",
+                   "edit_seconds", "estimated_seconds", "unet_gflops", "peak_memory_mib"]].copy()
+        cal["estimate_over_measured_edit"] = cal["estimated_seconds"] / cal["edit_seconds"]
         cal.to_csv(out / "direct_calibration.csv", index=False, float_format="%.5g")
     df.to_csv(out / "runs.csv", index=False, float_format="%.5g")
     cost.to_csv(out / "cost.csv", index=False, float_format="%.5g")

@@ -18,6 +18,14 @@ def _plt():
     return plt
 
 
+def method_color(method: str) -> str:
+    """One colour per method in every figure (by its place in the registry)."""
+    from pipeline.methods import METHODS
+
+    names = list(METHODS)
+    return f"C{names.index(method) % 10}" if method in names else "C9"
+
+
 def _grouped(ax, table: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str], value: str,
              low: str | None = None, high: str | None = None, derived: str | None = None) -> None:
     width = 0.8 / max(len(methods), 1)
@@ -34,10 +42,17 @@ def _grouped(ax, table: pd.DataFrame, sizes: Sequence[str], methods: Sequence[st
             hi = row[high].iloc[0] if high and len(row) else v
             errs[0].append(max(v - lo, 0) if np.isfinite(v) else 0)
             errs[1].append(max(hi - v, 0) if np.isfinite(v) else 0)
-        bars = ax.bar(x + i * width, vals, width, label=m, yerr=errs if low else None, capsize=2)
+        color = method_color(m)
+        ax.bar(x + i * width, vals, width, label=m, yerr=errs if low else None, capsize=2, color=color)
         if derived and any(np.isfinite(hatch_vals)):
-            ax.bar(x + i * width, hatch_vals, width, fill=False, hatch="//", edgecolor=bars.patches[0].get_facecolor())
+            ax.bar(x + i * width, hatch_vals, width, fill=False, hatch="//", edgecolor=color)
     ax.set_xticks(x + 0.4 - width / 2, sizes)
+
+
+def _legend(fig, ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=len(seen), fontsize=8, frameon=False)
 
 
 def cost_figures(cost: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str], out: Path, title: str) -> list[Path]:
@@ -57,9 +72,9 @@ def cost_figures(cost: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str
     for ax in axes:
         ax.set_xlabel("output size (16:9, long side)")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend(fig, axes[0])
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     paths.append(out / "cost.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
@@ -101,9 +116,9 @@ def quality_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequenc
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=7)
+    _legend(fig, axes[0][0])
     fig.suptitle(title + " (mean ± sd over test images)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path = out / "quality.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -204,6 +219,10 @@ def tiles_figures(limits: pd.DataFrame, costs: pd.DataFrame, derived: pd.DataFra
             ax.text(xi, tot, m.replace("tiled-", ""), rotation=90, fontsize=6, ha="center", va="bottom")
     ax.set_xticks(x + 0.4 - width / 2, sizes)
     ax.set_yscale("log")
+    stage_vals = derived[["edit_s_derived", "upscale_s_derived", "decode_s_derived"]].to_numpy(float)
+    positive = stage_vals[np.isfinite(stage_vals) & (stage_vals > 0)]
+    if positive.size:
+        ax.set_ylim(positive.min() / 3, np.nanmax(derived["total_s_derived"].to_numpy(float)) * 8)
     ax.set_ylabel("seconds per edit")
     ax.set_title("derived cost (tiles x measured per-tile cost) by stage; diamonds: measured runs", fontsize=9)
     ax.legend(fontsize=7)

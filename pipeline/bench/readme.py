@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.bench.tables import QUALITY_METRICS, headline_markdown, markdown
+from pipeline.bench.tables import QUALITY_METRICS, headline_markdown, markdown, times
 
 def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
@@ -28,13 +28,48 @@ def _meta(folder: Path) -> dict:
 
 def _provenance(meta: dict) -> list[str]:
     m = meta
-    trained = "trained" if m.get("model_set_trained") else "**UNTRAINED (random weights): quality numbers are not meaningful**"
+    if m.get("suite") == "tiles":
+        trained = "trained" if m.get("model_set_trained") else "random weights: the costs are real, the outputs are not"
+    else:
+        trained = "trained" if m.get("model_set_trained") else "**UNTRAINED (random weights): quality numbers are not meaningful**"
     return [
         f"- command: `{m.get('command')}`",
         f"- run {m.get('finished')} UTC, wall time {_num(m.get('wall_seconds', math.nan) / 60, 1)} min; "
         f"model set `{m.get('models')}` ({trained}); torch {m.get('torch')}, {m.get('threads')} CPU threads per worker, "
         f"{m.get('cpus')} CPU cores shared with other work (timings are comparable within a run only)",
     ]
+
+
+def _span(values: pd.Series, fmt: str) -> str:
+    v = values.dropna()
+    if v.empty:
+        return "n/a"
+    return fmt.format(v.min()) if len(v) == 1 or v.min() == v.max() else f"{fmt.format(v.min())} to {fmt.format(v.max())}"
+
+
+def paper_form(head: pd.DataFrame) -> list[str]:
+    """One line per claim, ranges over baselines (and sizes), straight from headline.csv."""
+    out = []
+    sp = head[head["speedup_source"] == "measured"]
+    dv = head[head["speedup_source"] == "derived"]
+    if not sp.empty:
+        best = sp.loc[sp["speedup_x"].idxmax()]
+        lo, hi = sp["speedup_x"].min(), sp["speedup_x"].max()
+        out.append(f"- speed-up, measured: {times(lo)} to {times(hi)} (best: against {best['baseline']} at "
+                   f"{best['size']}; below 1x = mobilepicasso slower)")
+    if not dv.empty:
+        best = dv.loc[dv["speedup_x"].idxmax()]
+        out.append(f"- speed-up, derived (baseline not run: estimated time): up to "
+                   f"{times(best['speedup_x'])} against {best['baseline']} at {best['size']}")
+    out.append(f"- memory of mobilepicasso relative to the baselines it was measured against: "
+               f"{_span(head['mp_memory_vs_baseline_pct'], '{:+.0f}%')}")
+    for key, name in (("quality", "quality (PSNR to ground truth)"), ("hallucination", "hallucination (artifact ratio, M)"),
+                      ("artifact_prob", "hallucination (mean artifact probability, M)")):
+        col = f"{key}_pct"
+        if col in head and head[col].notna().any():
+            parts = [f"{size}: {_span(g[col], '{:+.1f}%')}" for size, g in head.groupby("size", sort=False) if g[col].notna().any()]
+            out.append(f"- {name}, range over baselines: " + "; ".join(parts))
+    return out
 
 
 def bench_section(folder: Path, rel: str) -> list[str]:
@@ -44,6 +79,8 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         return []
     lines = ["## Headline: mobilepicasso against each baseline", ""] + _provenance(meta) + [""]
     if head is not None and not head.empty:
+        lines += ["In the paper's form (its claims: up to 55.8x faster, +9% memory, quality +18-48%, "
+                  "hallucination -14-51%, the last two from a user study):", ""] + paper_form(head) + [""]
         lines += [markdown(headline_markdown(head, cost)), ""]
     lines += [
         "How to read it: *speed-up* = baseline's median time / mobilepicasso's median time at the same size "
@@ -54,6 +91,14 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         "## Cost per method and size", "",
         f"![cost]({rel}/cost.png)", "", f"![stages]({rel}/stages.png)", "",
     ]
+    mp = cost[(cost["method"] == "mobilepicasso") & (cost["status"] == "ok")]
+    if not mp.empty:
+        big = mp.iloc[-1]
+        stages = {c[:-9]: big[c] for c in cost.columns if c.endswith("_s_median") and pd.notna(big[c])}
+        total = sum(stages.values())
+        if total > 0:
+            lines += [f"Where mobilepicasso's time goes at {big['size']} (stage medians): " + ", ".join(
+                f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in stages.items()) + ".", ""]
     show = cost[["size", "method", "status", "runs", "seconds_median", "seconds_min", "seconds_max", "peak_mib_median",
                  "unet_evals", "unet_gflops", "other_gflops", "tiles", "limit_ratio", "derived_seconds", "speedup_x",
                  "mp_memory_vs_this_pct"]].copy()
@@ -65,6 +110,15 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     show["tiles"] = show["tiles"].map(lambda v: _num(v, 0))
     show["unet_evals"] = show["unet_evals"].map(lambda v: _num(v, 0))
     lines += [markdown(show), ""]
+    cal = _read(folder / "direct_calibration.csv")
+    if cal is not None and cal["estimate_over_measured_edit"].notna().any():
+        ok = cal[cal["estimate_over_measured_edit"].notna()]
+        ratios = ok.groupby("size", sort=False)["estimate_over_measured_edit"].median()
+        lines += ["ip2p-direct's time estimate (the one that refuses it and gives its derived times) against its "
+                  "measured edit stage, estimate / measured: " + ", ".join(f"{k}: {v:.2f}" for k, v in ratios.items())
+                  + (" (below 1: the estimate runs fast, so derived times are more likely under- than overestimates)."
+                     if (ratios < 1).all() else " (above 1: the estimate runs slow, so derived times are more likely "
+                     "over- than underestimates)." if (ratios > 1).all() else "."), ""]
     failed = cost[cost["status"] != "ok"]
     if not failed.empty:
         lines += ["Failures (rows, not crashes):", ""]
@@ -84,7 +138,8 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         lines += [markdown(q), ""]
         if "brisque_ground_truth" in quality:
             lines += [f"BRISQUE of the ground truth on the same crops: {_num(quality['brisque_ground_truth'].mean(), 1)} "
-                      "(mean over all rows).", ""]
+                      "(mean over all rows): BRISQUE's model of natural photos scores these flat synthetic scenes as "
+                      "unnatural, so read it as a sharpness/texture proxy only.", ""]
         if "seam_ratio" in quality:
             lines += ["## Seam visibility", "", f"![seams]({rel}/seams.png)", ""]
             s = quality[["size", "method"] + [c for c in ("seam_ratio", "seam_ratio_acpt_grid") if c in quality]].copy()
@@ -92,10 +147,13 @@ def bench_section(folder: Path, rel: str) -> list[str]:
                 s[c] = s[c].map(lambda v: _num(v, 3))
             lines += [markdown(s), "",
                       "`seam_ratio`: mean |difference| between neighbouring pixels across the method's own tile "
-                      "boundaries (ACPT/naive: core edges; overlap: window edges; patchwise: patch edges) divided by "
-                      "the same over all other neighbouring rows and columns; 1.0 = boundaries invisible. "
-                      "`seam_ratio_acpt_grid`: the same at mobilepicasso's core edges for every method (a control: "
-                      "untiled methods show what 1.0 looks like on these images).", ""]
+                      "boundaries (ACPT/naive: core edges; overlap: window edges; patchwise: patch edges), divided by "
+                      "the same at comparable positions elsewhere along the same axis: the other latent-pixel edges "
+                      "(multiples of 8 px) for the latent-tiled methods, every other column/row for patchwise; "
+                      "1.0 = boundaries invisible, mean over test images. `seam_ratio_acpt_grid`: the same at "
+                      "mobilepicasso's core edges for every method, a control: untiled methods show how far from 1.0 "
+                      "content alone moves it (bicubic and Real-ESRGAN outputs carry their own interpolation grid, "
+                      "which can fall on these lines).", ""]
     notes = meta.get("notes") or []
     if notes:
         lines += ["## What ran and what did not", ""] + [f"- {n}" for n in notes] + [""]
@@ -133,14 +191,23 @@ def tiles_section(folder: Path, rel: str) -> list[str]:
         lines += ["Full-image cost derived from tile counts x measured per-tile cost (and edit evaluations x measured "
                   "per-evaluation cost, decode tiles x measured per-decode-tile cost), next to measured runs where "
                   "they fit:", "", f"![derived cost]({rel}/derived_cost.png)", ""]
+        derived = derived.assign(unet_tflops_derived=derived["unet_gflops_derived"] / 1e3)
         cols = ["size", "method", "tile", "tiles", "upscale_evals", "edit_s_derived", "upscale_s_derived", "decode_s_derived",
-                "total_s_derived", "total_s_measured", "unet_gflops_derived", "why_not_measured"]
+                "total_s_derived", "total_s_measured", "unet_tflops_derived", "why_not_measured"]
         dd = derived[[c for c in cols if c in derived]].copy()
         for col in cols[5:11]:
             if col in dd:
                 dd[col] = dd[col].map(lambda v: _num(v, 1))
+        for col in ("tile", "tiles", "upscale_evals"):
+            dd[col] = dd[col].map(lambda v: _num(v, 0))
         dd["why_not_measured"] = dd["why_not_measured"].fillna("")
         lines += [markdown(dd), ""]
+        direct = derived[derived["method"] == "ip2p-direct"]
+        if not direct.empty and "mobilepicasso_speedup_x" in direct:
+            lines += ["ip2p-direct (one edit at the output size; edit stage only, from exact FLOPs / the measured U-Net "
+                      "throughput at the standard size) against mobilepicasso's derived total: " + "; ".join(
+                          f"{r.size}: {times(r.mobilepicasso_speedup_x)}" for r in direct.itertuples()
+                          if pd.notna(r.mobilepicasso_speedup_x)) + ".", ""]
     notes = meta.get("notes") or []
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     return lines
@@ -189,7 +256,9 @@ def write_readme(root: Path) -> Path:
              "Reproduce:", "", "```",
              "python -m pipeline bench --methods all --sizes 1024,2048,4k --models mini --repeats 3 --out results/bench",
              "python -m pipeline bench --suite tiles --models sd15-arch --out results/tiles",
-             "python -m pipeline bench --quick --out /tmp/bench   # 2-minute smoke version (CI)", "```", ""]
+             "python -m pipeline bench --quick --out OUT/bench && python -m pipeline bench --suite tiles --quick --out OUT/tiles",
+             "    # the CI smoke version (about 2 minutes for both; writes OUT/README.md)",
+             "python -m pipeline bench --replot --out results/bench   # redraw plots and this README from the CSVs", "```", ""]
     found = sorted((_meta(d).get("suite"), d.name) for d in root.iterdir() if (d / "meta.json").is_file())
     for suite, name in found:
         section = {"main": bench_section, "tiles": tiles_section}.get(suite)

@@ -82,14 +82,13 @@ def bench_images(n: int) -> list[BenchImage]:
 
 @dataclass
 class Policy:
-    """Runs per (method, size) cell; `caps` limit the slow baselines; `derive` replaces a cell's runs
-    by a derived cost: ("same", size0) = the cost measured at size0 (same work), ("patches", size0)
-    = size0's cost x patches(size) / patches(size0)."""
+    """Runs per (method, size) cell; `caps` limit the slow baselines; `derive` costs an ip2p-patchwise
+    cell from a measured size (x the patch-count ratio) instead of running it; `notes` say why."""
 
     images: dict[str, int]
     default_images: int
     caps: dict[tuple[str, str], int] = field(default_factory=dict)
-    derive: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    derive: dict[tuple[str, str], str] = field(default_factory=dict)  # cell -> measured size it is scaled from
     notes: list[str] = field(default_factory=list)
 
     def runs_for(self, method: str, size: str) -> int:
@@ -103,48 +102,56 @@ def long_side(size: str) -> int:
     return max(output_size(size))
 
 
+FULL_IMAGES = {1024: 8, 2048: 5, 3840: 3}  # test images per size (long side) in the full run
+SLOW_RUNS = {  # runs of the slow baselines per size (long side), at most --repeats
+    "ip2p-realesrgan": {1024: 2, 2048: 1, 3840: 1},
+    "ip2p-patchwise": {1024: 3, 2048: 1},
+    "ip2p-direct": {1024: 1, 2048: 1, 3840: 1},
+}
+PATCHWISE_MAX_SIDE = 2048  # above this, ip2p-patchwise is derived from the largest measured size
 FULL_POLICY_NOTES = [
-    "runs per cell: --repeats at 1024 (at least 3), 2 at 2048, 1 at 4K: a 4K run of a tiled method takes about "
-    "3 minutes here, almost all of it the tiled decode, so three repeats of every method at every size do not "
-    "fit in 30 minutes. Each run is a different test image (cost is content-independent; quality is paired).",
-    "ip2p-realesrgan makes the same two x4 passes of the real Real-ESRGAN x4plus (16.7M parameters) at every size "
-    "from 1024 to 4K (128 -> 512 -> 2048 px, then a bicubic resize): it runs once, at the smallest size; the "
-    "larger sizes show that cost as derived (the final resize differs) and have no quality rows.",
-    "ip2p-patchwise edits one standard-resolution patch per 128x128 block of the output (40 at 1024, 510 at 4K, "
-    "each a full 20-step edit): it runs once, at the smallest size; larger sizes are derived as that cost x the "
-    "patch-count ratio and have no quality rows.",
-    "ip2p-direct is refused by its time budget at every size here (a failure row in well under a second, carrying "
-    "the time estimated from exact FLOPs / this machine's measured U-Net throughput, shown as derived); one "
-    "calibration run at 512 px without a budget (direct_calibration.csv) compares that estimate with a real run.",
+    "test images per size by default: 8 at 1024, 5 at 2048, 3 at 4K for mobilepicasso, ip2p-bicubic, tiled-naive "
+    "and tiled-overlap (at least --repeats; --images overrides); every run is a different test image (cost is "
+    "content-independent, quality is paired by image).",
+    "slow baselines, fewer runs: ip2p-realesrgan makes the same two x4 passes of the real Real-ESRGAN x4plus "
+    "(16.7M parameters; 128 -> 512 -> 2048 px, then a bicubic resize) at every size, about a minute each here: "
+    "2 runs at 1024, 1 at 2048 and 4K.",
+    "ip2p-patchwise edits one standard-resolution patch per 128x128 block, each a full 20-step edit with dual "
+    "classifier-free guidance (60 U-Net evaluations): 40 patches at 1024, 144 at 2048, 510 at 4K (about 8 minutes "
+    "here). It runs 3 times at 1024 and once at 2048; at 4K its cost is derived, not run: the 2048 run's time, "
+    "U-Net evaluations and FLOPs x the patch-count ratio (510/144; the work is exactly per patch), and it has no "
+    "quality row there.",
+    "ip2p-direct runs once at 1024 (about 5 minutes here, the budget is raised to allow it) and is refused by its "
+    "time budget at 2048 and 4K (a failure row in under a second, carrying the time estimated from exact FLOPs / "
+    "this machine's measured U-Net throughput, shown as derived). direct_calibration.csv compares that estimate "
+    "with the measured runs (at 1024, and one extra run at 512).",
 ]
 
 
-def full_policy(sizes: list[str], repeats: int, images: int | None) -> Policy:
-    """The budget for the documented full run (about 30 minutes on 2 shared CPU cores, mini set)."""
-    def per_size(s: str) -> int:
-        if images is not None:
-            return images
-        side = long_side(s)
-        return max(repeats, 3) if side <= 1024 else (min(repeats, 2) if side <= 2048 else 1)
+def _at(table: dict[int, int], size: str) -> int:
+    """The entry for the nearest tabulated long side at or above the size's (the largest beyond)."""
+    side = long_side(size)
+    for key in sorted(table):
+        if side <= key:
+            return table[key]
+    return table[max(table)]
 
-    ordered = sorted(sizes, key=long_side)
-    first = ordered[0]
-    derive: dict[tuple[str, str], tuple[str, str]] = {}
-    caps: dict[tuple[str, str], int] = {}
-    for s in sizes:
-        caps[("ip2p-direct", s)] = 1
-        if s != first:
-            derive[("ip2p-realesrgan", s)] = ("same", first)
-            derive[("ip2p-patchwise", s)] = ("patches", first)
-    caps[("ip2p-realesrgan", first)] = 1
-    caps[("ip2p-patchwise", first)] = 1
-    return Policy(images={s: per_size(s) for s in sizes}, default_images=images or 1, caps=caps, derive=derive,
+
+def full_policy(sizes: list[str], repeats: int, images: int | None) -> Policy:
+    """The budget for the documented full run (under 30 minutes on 2 shared CPU cores, mini set)."""
+    per_size = {s: images if images is not None else max(repeats, _at(FULL_IMAGES, s)) for s in sizes}
+    caps = {(m, s): min(repeats, _at(table, s)) for m, table in SLOW_RUNS.items() for s in sizes}
+    measured = [s for s in sizes if long_side(s) <= PATCHWISE_MAX_SIDE]
+    derive = {("ip2p-patchwise", s): max(measured, key=long_side) for s in sizes
+              if long_side(s) > PATCHWISE_MAX_SIDE and measured}
+    return Policy(images=per_size, default_images=images or repeats, caps=caps, derive=derive,
                   notes=list(FULL_POLICY_NOTES))
 
 
 def quick_policy(sizes: list[str]) -> Policy:
     return Policy(images={s: QUICK_IMAGES for s in sizes}, default_images=QUICK_IMAGES,
-                  notes=["--quick: one test image, 2 edit steps, one size: a smoke test of every file, not a measurement"])
+                  notes=["--quick: one test image, 2 edit steps, one size, upscaler tile 64: a smoke test of every file, "
+                         "not a measurement"])
 
 
 def plan_runs(methods: list[str], sizes: list[str], models: str, policy: Policy, *, quality: bool = True,

@@ -92,33 +92,29 @@ def _patches(width: int, height: int, patch: int) -> int:
     return math.ceil(width / patch) * math.ceil(height / patch)
 
 
-def _derived_row(rule: tuple[str, str], method: str, size: str, measured: dict, runs: pd.DataFrame) -> dict | None:
-    """A cell that was not run, costed from a measured cell of the same method (see `runs.Policy`)."""
-    how, src = rule
-    base = measured.get((method, src))
-    if base is None or base["status"] == "failed":
-        return None
+def _patchwise_derived(size: str, source: dict | None, runs: pd.DataFrame) -> dict | None:
+    """ip2p-patchwise at `size`, not run: the measured cell `source` x the patch-count ratio (its work
+    is exactly one standard-resolution edit per patch)."""
     from pipeline.bench.runs import output_size
 
+    if source is None or source["status"] == "failed":
+        return None
+    ok = runs[(runs["method"] == "ip2p-patchwise") & (runs["size"] == source["size"]) & (runs["status"] == "ok")]
+    p = int(ok["edit_w"].iloc[0])  # each patch is edited at p x p
     w, h = output_size(size)
-    factor = 1.0
-    if how == "patches":
-        ok = runs[(runs["method"] == method) & (runs["size"] == src) & (runs["status"] == "ok")]
-        p = int(max(ok["edit_w"].iloc[0], ok["edit_h"].iloc[0]))
-        factor = _patches(w, h, p) / _patches(base["width"], base["height"], p)
-    why = {"same": f"not run: the same work as at {src}, whose measured cost is shown (derived)",
-           "patches": f"not run: {src}'s measured cost x {factor:.2f} (patch-count ratio) (derived)"}[how]
-    return {"size": size, "method": method, "width": w, "height": h, "runs": 0, "ok": 0, "status": "derived",
-            "failure_reason": why, "seconds_median": math.nan, "derived_seconds": base["seconds_median"] * factor,
-            "unet_evals": base["unet_evals"] * factor, "unet_gflops": math.nan,
-            "derived_unet_gflops": base["unet_gflops"] * factor, "other_gflops": base["other_gflops"] * factor,
-            "tiles": base["tiles"] * factor if how == "patches" and base["tiles"] else base["tiles"]}
+    k = _patches(w, h, p) / _patches(int(source["width"]), int(source["height"]), p)
+    return {"size": size, "method": "ip2p-patchwise", "width": w, "height": h, "runs": 0, "ok": 0, "status": "derived",
+            "failure_reason": f"not run: {source['size']}'s measured cost x {k:.3g} (patch-count ratio)",
+            "seconds_median": math.nan, "derived_seconds": source["seconds_median"] * k,
+            "unet_evals": source["unet_evals"] * k, "unet_gflops": math.nan,
+            "derived_unet_gflops": source["unet_gflops"] * k, "other_gflops": 0.0, "tiles": source["tiles"] * k}
 
 
 def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
-               derive: dict[tuple[str, str], tuple[str, str]] | None = None) -> pd.DataFrame:
+               derive: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
     """Per (size, method): time (median, min, max), stage medians, peak memory, U-Net work, tiles,
-    and the ratios against mobilepicasso at the same size. `derive`: cells costed, not run."""
+    and the ratios against mobilepicasso at the same size. `derive`: ip2p-patchwise cells costed
+    from a measured size instead of run."""
     stage_cols = [c for c in runs.columns if c.endswith("_seconds") and c not in ("total_seconds", "derived_seconds", "worker_seconds")]
     measured: dict[tuple[str, str], dict] = {}
     for size in sizes:
@@ -148,16 +144,13 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
             row["derived_seconds"] = cell["derived_seconds"].median() if cell["derived_seconds"].notna().any() else math.nan
             row["derived_unet_gflops"] = _first(cell["derived_unet_gflops"])
             measured[(method, size)] = row
-    rows = []
-    for size in sizes:
-        for method in methods:
-            if (method, size) in measured:
-                rows.append(measured[(method, size)])
-            elif derive and (method, size) in derive:
-                row = _derived_row(derive[(method, size)], method, size, measured, runs)
-                if row is not None:
-                    rows.append(row)
-    table = pd.DataFrame(rows)
+    for (method, size), source in (derive or {}).items():
+        if method == "ip2p-patchwise" and method in methods and size in sizes:
+            row = _patchwise_derived(size, measured.get((method, source)), runs)
+            if row is not None:
+                measured[(method, size)] = row
+    order = {(m, s): (i, j) for i, s in enumerate(sizes) for j, m in enumerate(methods)}
+    table = pd.DataFrame([measured[k] for k in sorted(measured, key=order.get)])
     if table.empty:
         return table
     speed, speed_src, mem = [], [], []
@@ -248,16 +241,28 @@ def markdown(df: pd.DataFrame) -> str:
         return "(no rows)\n"
     cols = list(df.columns)
     out = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return str(v)
+
     for _, r in df.iterrows():
-        out.append("| " + " | ".join("" if v is None else str(v) for v in r.tolist()) + " |")
+        out.append("| " + " | ".join(cell(v) for v in r.tolist()) + " |")
     return "\n".join(out) + "\n"
+
+
+def times(x: float) -> str:
+    """A ratio as "342x", "3.2x" or "0.27x" (two significant digits below 10)."""
+    return f"{x:.0f}x" if x >= 10 else (f"{x:.1f}x" if x >= 1 else f"{x:.2f}x")
 
 
 def headline_markdown(head: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
     """The human table: one row per (size, baseline)."""
     rows = []
     for _, h in head.iterrows():
-        speed = "—" if not np.isfinite(h["speedup_x"]) else f"{h['speedup_x']:.1f}x" + (" (derived)" if h["speedup_source"] == "derived" else "")
+        speed = "—" if not np.isfinite(h["speedup_x"]) else times(h["speedup_x"]) + (" (derived)" if h["speedup_source"] == "derived" else "")
 
         def rel(key):
             if f"{key}_pct" not in h or not np.isfinite(h[f"{key}_pct"]):

@@ -177,6 +177,23 @@ def derived_table(facts: SetFacts, units: dict, flops: dict, sizes: Sequence[str
     return pd.DataFrame(rows)
 
 
+def direct_rows(estimates: dict, sizes: Sequence[str], derived: pd.DataFrame) -> pd.DataFrame:
+    """ip2p-direct (one edit at the output size) from `estimate_direct_edit`: exact FLOPs on the meta
+    device / the measured throughput of a real U-Net pass at the standard size. Edit stage only."""
+    rows = []
+    for size in sizes:
+        w, h = output_size(size)
+        est = estimates.get(f"{w}x{h}")
+        if est is None:
+            continue
+        mp = derived[(derived["size"] == size) & (derived["method"] == "mobilepicasso")]["total_s_derived"]
+        rows.append({"size": size, "method": "ip2p-direct", "edit_s_derived": est["seconds"],
+                     "total_s_derived": est["seconds"], "unet_gflops_derived": est["tflops"] * 1e3,
+                     "measured": "no", "total_s_measured": math.nan,
+                     "mobilepicasso_speedup_x": est["seconds"] / mp.iloc[0] if len(mp) else math.nan})
+    return pd.DataFrame(rows)
+
+
 def window_shapes(facts: SetFacts, sizes: Sequence[str]) -> list[tuple[int, int]]:
     shapes = set()
     for size in sizes:
@@ -201,6 +218,8 @@ def run_tiles_suite(models: str, sizes: Sequence[str], out: Path, *, timeout: fl
     choice = choice_table(facts, costs, sizes)
     fl = run_worker("unit", {"kind": "flops", "models": models, "shapes": window_shapes(facts, sizes)}, timeout, workdir)
     flops = fl.get("flops") or {}
+    direct = run_worker("unit", {"kind": "direct", "models": models, "sizes": [output_size(s) for s in sizes],
+                                 "steps": steps, "threads": threads}, timeout, workdir).get("estimates") or {}
     derived = derived_table(facts, units, flops, sizes, {}, steps)
     # measure the full methods where the derived total says it fits
     image = bench_images(1)[0]
@@ -215,6 +234,7 @@ def run_tiles_suite(models: str, sizes: Sequence[str], out: Path, *, timeout: fl
                       label=lambda s: f"{s['method']} {s['size']}", progress=progress, desc="tiles: full runs")
     measured = {(s["size"], s["method"]): r for s, r in zip(specs, results)}
     derived = derived_table(facts, units, flops, sizes, measured, steps)
+    derived = pd.concat([derived, direct_rows(direct, sizes, derived)], ignore_index=True)
     derived["why_not_measured"] = [
         "" if m == "yes" else (f"derived total {t:.0f} s > {measure_under:.0f} s: too slow to run here"
                                if math.isfinite(t) and t > measure_under else ("not selected" if m == "no" else m))

@@ -116,6 +116,7 @@ def do_run(spec: dict) -> dict:
     from pipeline.bench import metrics
     from pipeline.bench.runs import Run
     from pipeline.model_sets import load_model_set
+    from pipeline.stages.edit import standard_size
 
     run = Run.from_dict(spec)
     if run.threads:
@@ -156,8 +157,11 @@ def do_run(spec: dict) -> dict:
     image = result.image
     target = ex.target(run.width, run.height, artifacts=False)
     mask = ex.edit_mask(run.width, run.height)
-    low_res = edit(source, ex.instruction, method="ip2p-bicubic", size=tuple(report.edit_size), models=run.models,
-                   seed=0, steps=run.steps).image  # the standard-resolution edit every upscaling method starts from
+    # the standard-resolution edit every upscaling method starts from (also the reference for ip2p-direct and
+    # ip2p-patchwise, whose own edits are at other sizes)
+    std = standard_size(run.width, run.height, models.info.edit_resolution, models.info.edit_multiple)
+    low_res = edit(source, ex.instruction, method="ip2p-bicubic", size=std, models=run.models, seed=0,
+                   steps=run.steps).image
     q = {
         "psnr": metrics.psnr(image, target),
         "ssim": metrics.ssim(image, target),
@@ -175,8 +179,9 @@ def do_run(spec: dict) -> dict:
     if lines is not None:  # tiled-latent methods: compare with other latent-pixel edges; patch edges: with all
         s = metrics.seam_visibility(image, *lines, period=f if run.method in TILED_MODES else 1)
         q.update(seam_ratio=s.ratio, seam_boundary=s.boundary, seam_elsewhere=s.elsewhere, seam_lines=s.lines)
+    up = models.upscaler
     acpt = seam_boundaries("mobilepicasso", models, run.width, run.height,
-                           models.upscaler.plan(models.upscaler.condition_size(run.width, run.height)).describe())
+                           up.plan(up.condition_size(run.width, run.height), tile=run.tile, halo=run.halo).describe())
     # control: mobilepicasso's core edges measured on every method's output
     q["seam_ratio_acpt_grid"] = metrics.seam_visibility(image, *acpt, period=f).ratio
     out["quality"] = q
@@ -309,6 +314,16 @@ def do_unit(spec: dict) -> dict:
         c = up.latent_channels + up.cond_channels
         return {"kind": kind, "flops": {f"{h}x{w}": _count_flops(lambda x: meta.model_output(x, 999), (1, c, h, w))
                                         for h, w in spec["shapes"]}}
+    if kind == "direct":  # ip2p-direct's estimate at each output size (what edit() uses to refuse it)
+        from pipeline.stages.upscale import estimate_direct_edit
+
+        f = info.edit_multiple
+        rows = {}
+        for w, h in spec["sizes"]:
+            size = (math.ceil(w / f) * f, math.ceil(h / f) * f)
+            rows[f"{w}x{h}"] = estimate_direct_edit(models, size, spec.get("steps") or info.steps, info.text_guidance,
+                                                    info.image_guidance)
+        return {"kind": kind, "estimates": rows}
     if kind == "batch":  # several units in this one process (the --quick suite: fewer process starts)
         return {"kind": kind, "items": [do_unit({**item, "models": spec["models"], "threads": spec.get("threads")})
                                         for item in spec["items"]]}

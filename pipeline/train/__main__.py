@@ -14,7 +14,7 @@ DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CP
     "autoencoder": (2500, 12, 6e-4, 13.0),
     "detector": (600, 16, 2e-3, 4.0),
     "edit": (6000, 32, 8e-4, 60.0),
-    "projector": (800, 4, 2e-3, 5.0),
+    "projector": (800, 4, 5e-4, 5.0),
     "upscaler": (2000, 8, 1e-3, 12.0),
 }
 PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler")
@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", type=int, default=None, help="(edit) training triples pre-encoded")
     p.add_argument("--eval-n", type=int, default=None, help="(evaluate) test examples per table")
     p.add_argument("--tables", default=None, help="(evaluate) comma list of sweep,edit,ablation,sr,e2e (default all)")
+    p.add_argument("--apply-sweep", action="store_true", help="(evaluate) write the best sweep setting into model_set.json")
     p.add_argument("--quick", action="store_true", help="(evaluate) small sizes only (CI)")
     return p
 
