@@ -65,7 +65,7 @@ def cost_figures(cost: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str
     _grouped(axes[1], cost, sizes, methods, "peak_mib_median", "peak_mib_min", "peak_mib_max")
     axes[1].set_ylabel("peak memory, MiB (process VmHWM)")
     cost = cost.assign(all_gflops=cost["unet_gflops"].fillna(0) + cost["other_gflops"].fillna(0))
-    cost.loc[cost["status"] == "failed", "all_gflops"] = math.nan
+    cost.loc[cost["status"].isin(["failed", "derived"]), "all_gflops"] = math.nan
     _grouped(axes[2], cost, sizes, methods, "all_gflops", derived="derived_unet_gflops")
     axes[2].set_yscale("log")
     axes[2].set_ylabel("GFLOPs per edit (U-Net; + Real-ESRGAN)")
