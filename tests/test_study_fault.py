@@ -103,11 +103,13 @@ def test_sigkill_mid_study_loses_no_acknowledged_vote(tmp_path):
     proc2 = start_server(db, stimuli, port2, tmp_path / "server.log")
     try:
         for pid in pids:
-            view = httpx.get(f"http://127.0.0.1:{port2}/study/api/trial", params={"participant": pid},
-                             trust_env=False, timeout=10).json()
-            if pid not in acked:  # killed before its consent was acknowledged
+            if pid not in acked:  # killed before any vote, perhaps before it joined: it joins again
+                view = httpx.post(f"http://127.0.0.1:{port2}/study/api/session", json={"pid": pid},
+                                  trust_env=False, timeout=10).json()
                 assert view["status"] in ("consent", "trial")
                 continue
+            view = httpx.get(f"http://127.0.0.1:{port2}/study/api/trial", params={"participant": pid},
+                             trust_env=False, timeout=10).json()
             assert view["status"] == "trial"
             assert view["k"] >= len(acked.get(pid, [])) + 1  # resumes after its last stored vote
             assert view["trial_id"] not in stored
