@@ -62,7 +62,8 @@ def projector() -> LatentProjector:
 
 
 def upscaler_unet() -> LatentSRUNet:
-    return LatentSRUNet(in_channels=4, cond_channels=4, out_channels=4, block_out_channels=(32, 64, 64))
+    return LatentSRUNet(in_channels=4, cond_channels=4, out_channels=4, block_out_channels=(32, 64, 64),
+                        predict_residual=True)
 
 
 def detector() -> ArtifactDetector:

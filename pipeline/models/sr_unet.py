@@ -5,6 +5,10 @@ output: the model prediction used by a single scheduler step. The network has no
 layers on purpose: GroupNorm statistics are computed per tile, so a normalised U-Net gives each
 tile a different tone and no halo removes that seam. A norm-free U-Net has a bounded receptive
 field, so ACPT with a halo covering it is *exactly* the untiled model (tested).
+
+With `predict_residual` the network predicts a correction to the conditioning latent (which is
+already the resized image in the upscaler's latent space), so an untrained or briefly trained
+model starts from the resize instead of from nothing, and training only has to add detail.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class LatentSRUNet(ModelMixin, ConfigMixin):
         out_channels: int = 4,
         block_out_channels: tuple[int, ...] = (32, 64, 64),
         time_embedding_dim: int = 64,
+        predict_residual: bool = False,
     ):
         super().__init__()
         chans = list(block_out_channels)
@@ -57,6 +62,9 @@ class LatentSRUNet(ModelMixin, ConfigMixin):
             self.up_blocks.append(_ResBlock(cin + c, c, time_embedding_dim))
             cin = c
         self.conv_out = nn.Conv2d(cin, out_channels, 3, padding=1)
+        if predict_residual:  # start as the identity on the conditioning latent
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
 
     @property
     def downsample_factor(self) -> int:
@@ -78,4 +86,5 @@ class LatentSRUNet(ModelMixin, ConfigMixin):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = block(torch.cat([x, skip], dim=1), temb)
-        return self.conv_out(x)
+        out = self.conv_out(x)
+        return cond + out if self.config.predict_residual else out

@@ -13,9 +13,9 @@ from pathlib import Path
 DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CPU)
     "autoencoder": (2500, 12, 6e-4, 13.0),
     "detector": (600, 16, 2e-3, 4.0),
-    "edit": (6000, 32, 8e-4, 60.0),
-    "projector": (800, 4, 5e-4, 5.0),
-    "upscaler": (2000, 8, 1e-3, 12.0),
+    "edit": (6000, 64, 8e-4, 85.0),
+    "projector": (1500, 8, 1e-3, 12.0),
+    "upscaler": (4000, 8, 1e-3, 28.0),
 }
 PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler")
 
@@ -42,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="(edit) keep the result in the checkpoint only (ablation branches)")
     p.add_argument("--filter-share", type=float, default=0.15)
     p.add_argument("--hallucination-weight", type=float, default=0.5, help="lambda of the hallucination-aware loss")
-    p.add_argument("--pool", type=int, default=None, help="(edit) training triples pre-encoded")
+    p.add_argument("--pixel-loss", type=float, default=1.0,
+                   help="(upscaler) weight of an L1 loss on decoded pixels, added to the latent loss")
+    p.add_argument("--pool", type=int, default=20000, help="(edit) training triples pre-encoded")
     p.add_argument("--eval-n", type=int, default=None, help="(evaluate) test examples per table")
     p.add_argument("--tables", default=None, help="(evaluate) comma list of sweep,edit,ablation,sr,e2e (default all)")
     p.add_argument("--apply-sweep", action="store_true", help="(evaluate) write the best sweep setting into model_set.json")

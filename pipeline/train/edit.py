@@ -172,7 +172,7 @@ def load_frozen(out: Path, dev):
 
 def get_pool(args, vae, tokenizer, det) -> Pool:
     path = Path(args.run_dir) / "edit_pool.pt"
-    n = args.pool or 5000
+    n = args.pool
     if path.is_file():
         pool = Pool(**torch.load(path, weights_only=False))
         if len(np.concatenate(pool.family)) == n:

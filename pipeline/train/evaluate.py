@@ -107,11 +107,26 @@ def untrained_set(path: Path) -> ModelSet:
     return m
 
 
+def autoencoder_bounds(models: ModelSet, examples, images) -> list[dict]:
+    """What the latent space allows, per example: the source and the target passed through the
+    autoencoder, scored against the target. A latent editor cannot beat the second on average."""
+    rows = []
+    for ex, im in zip(examples, images):
+        tgt = ex.target(*im.size, artifacts=False)
+        rows.append(dict(family=ex.family,
+                         no_edit_via_autoencoder=psnr_np(decode_image(models, encode_image(models, ex.source(*im.size))), tgt),
+                         autoencoder_ceiling=psnr_np(decode_image(models, encode_image(models, tgt)), tgt)))
+    return rows
+
+
 def evaluate_edit(models: ModelSet, untrained: ModelSet | None, n: int) -> list[dict]:
     info = models.info
     exs = test_examples(n)
-    rows = edit_metrics(models, exs, edit_images(models, exs, info.steps, info.text_guidance, info.image_guidance))
+    images = edit_images(models, exs, info.steps, info.text_guidance, info.image_guidance)
+    rows = edit_metrics(models, exs, images)
     table = by_family(rows, ["no_edit", "psnr", "artifact_ratio", "unedited_changed"])
+    for t, b in zip(table, by_family(autoencoder_bounds(models, exs, images), ["no_edit_via_autoencoder", "autoencoder_ceiling"])):
+        t.update(b)
     if untrained is not None:
         urows = edit_metrics(untrained, exs, edit_images(untrained, exs, info.steps, info.text_guidance, info.image_guidance))
         for t, u in zip(table, by_family(urows, ["psnr"])):
@@ -134,12 +149,23 @@ def sampler_sweep(models: ModelSet, n: int, grid) -> list[dict]:
 
 
 @torch.no_grad()
+def encode_image(models: ModelSet, image: Image.Image) -> torch.Tensor:
+    return models.vae.encode(to_tensor([image])).latents * models.vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_image(models: ModelSet, latent: torch.Tensor) -> Image.Image:
+    pixels = models.vae.decode(latent / models.vae.config.scaling_factor).sample
+    return Image.fromarray(((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+
+
+@torch.no_grad()
 def sr_image(models: ModelSet, lr_image: Image.Image, size: tuple[int, int], projection: str = "reference") -> Image.Image:
     """LR image -> latent -> (projector | reference) -> one-step SR over ACPT tiles -> tiled decode."""
     from pipeline.stages.projection import project
 
     up = models.upscaler
-    z = models.vae.encode(to_tensor([lr_image])).latents * models.vae.config.scaling_factor
+    z = encode_image(models, lr_image)
     cond_size = up.condition_size(*size)
     cond = project(models, z, cond_size, projection)
     hr = up.denoise(cond, up.plan(cond_size), generator=torch.Generator().manual_seed(0))
@@ -158,15 +184,11 @@ def evaluate_sr(models: ModelSet, n: int, scales=(4, 8), lr_side: int = 128) -> 
             size = (w * scale, h * scale)
             gt = ex.target(*size, artifacts=False)
             vals["bicubic"].append(psnr_np(lr.resize(size, Image.Resampling.BICUBIC), gt))
-            with torch.no_grad():
-                dec = models.vae.decode(models.vae.encode(to_tensor([lr])).latents).sample
-            dec_im = Image.fromarray(((dec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+            dec_im = decode_image(models, encode_image(models, lr))
             vals["bicubic_of_decoded"].append(psnr_np(dec_im.resize(size, Image.Resampling.BICUBIC), gt))
             vals["sr_reference"].append(psnr_np(sr_image(models, lr, size, "reference"), gt))
             vals["sr_projector"].append(psnr_np(sr_image(models, lr, size, "learned"), gt))
-            with torch.no_grad():
-                rec = models.vae.decode(models.vae.encode(to_tensor([gt])).latents).sample
-            vals["vae_ceiling"].append(psnr_np(((rec[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy(), gt))
+            vals["vae_ceiling"].append(psnr_np(decode_image(models, encode_image(models, gt)), gt))
         rows.append({"scale": f"x{scale}", "n": n, **{k: float(np.mean(v)) for k, v in vals.items()}})
     return rows
 
@@ -205,7 +227,7 @@ def summarise_e2e(rows: list[dict]) -> list[dict]:
     return out
 
 
-SWEEP = [(20, 1.0, 1.0), (20, 1.5, 1.2), (20, 2.5, 1.5), (10, 1.0, 1.0)]
+SWEEP = [(20, 1.0, 1.0), (20, 1.5, 1.2), (20, 1.5, 1.6), (20, 2.5, 1.5), (10, 1.0, 1.0)]
 
 
 def choose_sampler(rows: list[dict]) -> dict:

@@ -1,5 +1,6 @@
 """Train the latent projector: regress `projector(z, size)` onto `encode(bicubic(decode(z)))` at the
-upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops."""
+upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops.
+The projector starts as the plain bicubic latent resize (identity mix, zero residual)."""
 from __future__ import annotations
 
 import argparse
@@ -11,16 +12,16 @@ from diffusers import AutoencoderTiny
 
 from pipeline import mini_architecture as arch
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
-from pipeline.train.sr_data import bicubic_window, reference_condition_window, sample_crops
+from pipeline.train.sr_data import reference_condition_window, sample_crops
 
 CROP, MARGIN = 24, 4
 
 
 def projector_window(projector, lr_latents: torch.Tensor, crops) -> torch.Tensor:
-    """The projector's output on each window (margin included; the caller crops it off)."""
-    ups = torch.cat([bicubic_window(lr_latents[i:i + 1], c.full, c.top, c.left, c.size, c.size)
-                     for i, c in enumerate(crops)])
-    return projector.refine(ups)
+    """The projector's output on each window (margin included; the caller crops it off): exactly the
+    window of `projector(z, full_size)`, without computing the rest of the frame."""
+    return torch.cat([projector(lr_latents[i:i + 1], c.full, (c.top, c.left, c.size, c.size))
+                      for i, c in enumerate(crops)])
 
 
 def train(args: argparse.Namespace):
@@ -28,7 +29,7 @@ def train(args: argparse.Namespace):
     seed_everything(args.seed)
     vae = AutoencoderTiny.from_pretrained(Path(args.out) / "vae").to(dev).eval().requires_grad_(False)
     proj = arch.projector().to(dev).train()
-    with torch.no_grad():  # start as the plain bicubic latent resize (identity channel mix)
+    with torch.no_grad():
         proj.mix.weight.copy_(torch.eye(proj.mix.out_channels, proj.mix.in_channels)[:, :, None, None])
         proj.mix.bias.zero_()
     opt = torch.optim.AdamW(proj.parameters(), lr=args.lr)

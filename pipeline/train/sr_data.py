@@ -6,26 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import synthedit as se
+from pipeline.models.latent_projector import bicubic_window
 from pipeline.train.common import to_tensor
 from pipeline.train.data import train_seed
 
 LR = 128  # edit-size render (px); latent 16x16
-
-
-def bicubic_window(x: torch.Tensor, full: tuple[int, int], top: int, left: int, h: int, w: int) -> torch.Tensor:
-    """Rows top..top+h, cols left..left+w of `F.interpolate(x, size=full, mode='bicubic')`, computed
-    only for that window (same sampling grid, border clamping)."""
-    H, W = full
-    hi, wi = x.shape[-2:]
-    ys = (torch.arange(top, top + h, dtype=torch.float32) + 0.5) * hi / H - 0.5
-    xs = (torch.arange(left, left + w, dtype=torch.float32) + 0.5) * wi / W - 0.5
-    gy = (2 * ys + 1) / hi - 1
-    gx = (2 * xs + 1) / wi - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].expand(x.shape[0], -1, -1, -1)
-    return F.grid_sample(x, grid.to(x), mode="bicubic", padding_mode="border", align_corners=False)
 
 
 @dataclass
@@ -66,6 +53,6 @@ def reference_condition_window(vae, lr_latents: torch.Tensor, crops: list[SRCrop
     """encode(bicubic(decode(z))) on each window: the projector's target and the SR U-Net's condition."""
     f = 8
     pixels = vae.decode(lr_latents).sample.clamp(-1, 1)
-    wins = [bicubic_window(pixels[i:i + 1], (c.full[0] * f, c.full[1] * f), c.top * f, c.left * f, c.size * f, c.size * f)
+    wins = [bicubic_window(pixels[i:i + 1], (c.full[0] * f, c.full[1] * f), (c.top * f, c.left * f, c.size * f, c.size * f))
             for i, c in enumerate(crops)]
     return vae.encode(torch.cat(wins).clamp(-1, 1)).latents

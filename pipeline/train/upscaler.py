@@ -1,8 +1,10 @@
 """Train the one-step latent SR U-Net (YONOS-SR style, stage 3).
 
 Input: pure noise at t=999 (zero terminal SNR: it carries no signal) and the conditioning latent
-`encode(bicubic(decode(z_LR)))` at the HR latent size; output: the clean HR latent, target
-`encode(HR render)` of the same SynthEdit scene rendered at x2-x30 of the edit size. Trained on
+at the HR latent size, made by the trained (frozen) projector from z_LR, which is what the shipped
+pipeline feeds it; output: the clean HR latent (predicted as a correction to the condition), target
+`encode(HR render)` of the same SynthEdit scene rendered at x2-x30 of the edit size (with
+`--pixel-loss`, plus an L1 on the decoded pixels through the frozen decoder). Trained on
 32-latent-px windows, so it runs at any size under ACPT tiles. One DDIM step with
 prediction_type="sample" returns the prediction itself.
 """
@@ -15,9 +17,12 @@ import numpy as np
 import torch
 from diffusers import AutoencoderTiny
 
+from pipeline.models import LatentProjector
+
 from pipeline import mini_architecture as arch
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
-from pipeline.train.sr_data import reference_condition_window, sample_crops
+from pipeline.train.projector import projector_window
+from pipeline.train.sr_data import sample_crops
 
 CROP, MARGIN = 24, 4
 
@@ -26,6 +31,7 @@ def train(args: argparse.Namespace):
     dev = device()
     seed_everything(args.seed)
     vae = AutoencoderTiny.from_pretrained(Path(args.out) / "vae").to(dev).eval().requires_grad_(False)
+    projector = LatentProjector.from_pretrained(Path(args.out) / "projector").to(dev).eval().requires_grad_(False)
     unet = arch.upscaler_unet().to(dev).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr)
     ckpt = Checkpoint(args.run_dir, "upscaler")
@@ -40,11 +46,14 @@ def train(args: argparse.Namespace):
         crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=True)
         lr = torch.stack([c.lr_latent for c in crops]).to(dev)
         with torch.no_grad():
-            cond = reference_condition_window(vae, lr, crops)[..., m:-m, m:-m]
+            cond = projector_window(projector, lr, crops)[..., m:-m, m:-m]
             target = vae.encode(torch.stack([c.hr_pixels for c in crops]).to(dev)).latents[..., m:-m, m:-m]
         noise = torch.randn_like(target)
         pred = unet(noise, 999, cond)
         loss = ((pred - target) ** 2).mean() + (pred - target).abs().mean()
+        if args.pixel_loss:  # what PSNR measures: the latent mean of uncertain detail can decode badly
+            hr = torch.stack([c.hr_pixels for c in crops]).to(dev)[..., 8 * m:-8 * m, 8 * m:-8 * m]
+            loss = loss + args.pixel_loss * (vae.decode(pred).sample - hr).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
