@@ -5,7 +5,7 @@ current weights miss are marked `xfail` (non-strict) with the measured reason, s
 into passes (XPASS) when better weights are shipped. Numbers: results/mini/*.csv.
 
 - edit stage (shipped sampler settings) vs "no edit" per family, and vs the untrained model;
-- one-step SR vs bicubic at x4;
+- one-step SR vs bicubic of the decoded latent at x4 (the same information);
 - end to end at a reduced size (512x288 = x4 of the 128x72 edit; 4K is in
   results/mini/end_to_end.csv): mobilepicasso vs ip2p-bicubic, and vs tiled-overlap (within 0.3 dB);
 - the folder reloads offline with every component trained.
@@ -26,9 +26,10 @@ from pipeline.train.evaluate import test_examples as examples
 
 MINI = BUNDLED / "mini"
 COMPONENTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler", "projector", "upscaler", "upscaler_scheduler", "detector")
-LATENT_CEILING = ("a latent editor cannot beat the autoencoder's own reconstruction of the target, and for small "
-                  "local edits that ceiling is near or below the no-edit PSNR (autoencoder_ceiling column of "
-                  "results/mini/edit_quality.csv; README 'Model sets -> mini', honest limits)")
+ADD_LIMIT = ("add edits score below no edit (19.38 vs 22.22 dB on 40 test images, results/mini/edit_quality.csv); "
+             "the autoencoder alone costs 1.7 dB on the unedited rest (README 'Model sets -> mini', honest limits)")
+RECOLOUR_MARGIN = ("recolour beats no edit on the 40-image table (18.62 vs 17.75 dB) but ties on these two seeds "
+                   "(18.59 vs 18.62 dB)")
 SR_LIMIT = ("the learned projection decodes about 2 dB below decode -> resize -> encode, and the one-step SR "
             "does not yet make that up (results/mini/upscaler.csv)")
 
@@ -71,11 +72,9 @@ def test_edit_beats_untrained(edit_table, family):
 
 
 @pytest.mark.parametrize("family", [
-    "background",
-    pytest.param("global", marks=pytest.mark.xfail(reason=LATENT_CEILING, strict=False)),
-    pytest.param("recolour", marks=pytest.mark.xfail(reason=LATENT_CEILING, strict=False)),
-    pytest.param("remove", marks=pytest.mark.xfail(reason=LATENT_CEILING, strict=False)),
-    pytest.param("add", marks=pytest.mark.xfail(reason=LATENT_CEILING, strict=False)),
+    "background", "global", "remove",
+    pytest.param("recolour", marks=pytest.mark.xfail(reason=RECOLOUR_MARGIN, strict=False)),
+    pytest.param("add", marks=pytest.mark.xfail(reason=ADD_LIMIT, strict=False)),
 ])
 def test_edit_beats_no_edit(edit_table, family):
     assert edit_table[family]["psnr"] > edit_table[family]["no_edit"], edit_table[family]
