@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+
 def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query.shape, key.shape, value.shape)
 

@@ -49,6 +49,16 @@ def _grouped(ax, table: pd.DataFrame, sizes: Sequence[str], methods: Sequence[st
     ax.set_xticks(x + 0.4 - width / 2, sizes)
 
 
+def _save(fig, path: Path, title: str | None = None, legend_space: float = 0.0) -> Path:
+    """Title, lay out (leaving `legend_space` at the bottom for a figure legend), write and close."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, legend_space, 1, 1))
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def _legend(fig, ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles))
@@ -73,11 +83,7 @@ def cost_figures(cost: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str
         ax.set_xlabel("output size (16:9, long side)")
         ax.grid(axis="y", alpha=0.3)
     _legend(fig, axes[0])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    paths.append(out / "cost.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "cost.png", title, legend_space=0.06))
 
     stages = [c for c in cost.columns if c.endswith("_s_median") and c != "seconds_median"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.5), squeeze=False)
@@ -91,10 +97,7 @@ def cost_figures(cost: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str
         ax.set_title(f"{s}: seconds by stage (median)", fontsize=9)
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "stages.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "stages.png"))
     return paths
 
 
@@ -117,12 +120,7 @@ def quality_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequenc
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     _legend(fig, axes[0][0])
-    fig.suptitle(title + " (mean ± sd over test images)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    path = out / "quality.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / "quality.png", title + " (mean ± sd over test images)", legend_space=0.05)]
 
 
 def seam_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str], out: Path, title: str) -> list[Path]:
@@ -142,12 +140,7 @@ def seam_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequence[s
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_title(f"seam visibility {name}\n(boundary / elsewhere mean |step|; 1 = invisible)", fontsize=9)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = out / "seams.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / "seams.png", title)]
 
 
 def tiles_figures(limits: pd.DataFrame, costs: pd.DataFrame, derived: pd.DataFrame, sizes: Sequence[str], out: Path,
@@ -166,11 +159,7 @@ def tiles_figures(limits: pd.DataFrame, costs: pd.DataFrame, derived: pd.DataFra
         ax.set_xlabel("tile size (latent px, square)")
         ax.set_title(t, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "tile_cost.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "tile_cost.png", title))
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     default = limits[limits["default_tile"]]
@@ -196,11 +185,7 @@ def tiles_figures(limits: pd.DataFrame, costs: pd.DataFrame, derived: pd.DataFra
     axes[1].legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "limit_ratio.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "limit_ratio.png", title))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     methods = list(dict.fromkeys(derived["method"]))
@@ -227,9 +212,5 @@ def tiles_figures(limits: pd.DataFrame, costs: pd.DataFrame, derived: pd.DataFra
     ax.set_title("derived cost (tiles x measured per-tile cost) by stage; diamonds: measured runs", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "derived_cost.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "derived_cost.png", title))
     return paths

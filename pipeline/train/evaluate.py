@@ -32,6 +32,21 @@ def psnr_np(a, b) -> float:
     return float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)))
 
 
+def to_image(pixels: torch.Tensor) -> Image.Image:
+    """The first image of a (B, 3, H, W) tensor in [-1, 1]."""
+    return Image.fromarray(((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+
+
+@torch.no_grad()
+def encode_image(models: ModelSet, image: Image.Image) -> torch.Tensor:
+    return models.vae.encode(to_tensor([image])).latents * models.vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_image(models: ModelSet, latent: torch.Tensor) -> Image.Image:
+    return to_image(models.vae.decode(latent / models.vae.config.scaling_factor).sample)
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -149,17 +164,6 @@ def sampler_sweep(models: ModelSet, n: int, grid) -> list[dict]:
 
 
 @torch.no_grad()
-def encode_image(models: ModelSet, image: Image.Image) -> torch.Tensor:
-    return models.vae.encode(to_tensor([image])).latents * models.vae.config.scaling_factor
-
-
-@torch.no_grad()
-def decode_image(models: ModelSet, latent: torch.Tensor) -> Image.Image:
-    pixels = models.vae.decode(latent / models.vae.config.scaling_factor).sample
-    return Image.fromarray(((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
-
-
-@torch.no_grad()
 def sr_image(models: ModelSet, lr_image: Image.Image, size: tuple[int, int], projection: str = "reference") -> Image.Image:
     """LR image -> latent -> (projector | reference) -> one-step SR over ACPT tiles -> tiled decode."""
     from pipeline.stages.projection import project
@@ -169,9 +173,7 @@ def sr_image(models: ModelSet, lr_image: Image.Image, size: tuple[int, int], pro
     cond_size = up.condition_size(*size)
     cond = project(models, z, cond_size, projection)
     hr = up.denoise(cond, up.plan(cond_size), generator=torch.Generator().manual_seed(0))
-    pixels = up.decode(hr)
-    arr = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[: size[1], : size[0]])
+    return to_image(up.decode(hr)).crop((0, 0, *size))
 
 
 def evaluate_sr(models: ModelSet, n: int, scales=(4, 8), lr_side: int = 128) -> list[dict]:
@@ -235,13 +237,15 @@ def choose_sampler(rows: list[dict]) -> dict:
     def passes(r):
         return r["steps"] * (3 if r["text_guidance"] > 1 and r["image_guidance"] >= 1 else 1)
     return max(rows, key=lambda r: (round(r["psnr_all"], 2), -passes(r)))
+
+
 TABLES = ("sweep", "edit", "ablation", "sr", "e2e")
 
 
 def run(args: argparse.Namespace) -> None:
     path = Path(args.models or args.out)
     res = Path(args.results)
-    tables = args.tables.split(",") if getattr(args, "tables", None) else TABLES
+    tables = args.tables.split(",") if args.tables else TABLES
     models = load_local_set(path)
     n = args.eval_n or 40
     t0 = time.time()
@@ -249,7 +253,7 @@ def run(args: argparse.Namespace) -> None:
         rows = sampler_sweep(models, n, SWEEP)
         write_csv(res / "sampler_sweep.csv", rows)
         print(json.dumps(rows, indent=1), flush=True)
-        if getattr(args, "apply_sweep", False):
+        if args.apply_sweep:
             best = choose_sampler(rows)
             cfg_path = path / "model_set.json"
             cfg = json.loads(cfg_path.read_text())

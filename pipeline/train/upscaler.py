@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderTiny
 
-from pipeline.models import LatentProjector
-
 from pipeline import mini_architecture as arch
+from pipeline.models import LatentProjector
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
 from pipeline.train.projector import projector_window
 from pipeline.train.sr_data import sample_crops
