@@ -58,7 +58,7 @@ def edit_unet() -> UNet2DConditionModel:
 
 
 def projector() -> LatentProjector:
-    return LatentProjector(in_channels=4, out_channels=4, hidden_channels=32)
+    return LatentProjector(in_channels=4, out_channels=4)
 
 
 def upscaler_unet() -> LatentSRUNet:

@@ -14,7 +14,7 @@ DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CP
     "autoencoder": (2500, 12, 6e-4, 13.0),
     "detector": (600, 16, 2e-3, 4.0),
     "edit": (6000, 64, 8e-4, 85.0),
-    "projector": (1500, 8, 1e-3, 12.0),
+    "projector": (5000, 8, 1e-3, 50.0),
     "upscaler": (4000, 8, 1e-3, 28.0),
 }
 PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler")
@@ -43,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--filter-share", type=float, default=0.15)
     p.add_argument("--hallucination-weight", type=float, default=0.5, help="lambda of the hallucination-aware loss")
     p.add_argument("--pixel-loss", type=float, default=1.0,
-                   help="(upscaler) weight of an L1 loss on decoded pixels, added to the latent loss")
+                   help="(projector, upscaler) weight of an L1 loss on decoded pixels, added to the latent loss")
+    p.add_argument("--latent-loss", type=float, default=0.1,
+                   help="(projector) weight of the latent regression onto encode(resize(decode(z)))")
     p.add_argument("--pool", type=int, default=20000, help="(edit) training triples pre-encoded")
     p.add_argument("--eval-n", type=int, default=None, help="(evaluate) test examples per table")
     p.add_argument("--tables", default=None, help="(evaluate) comma list of sweep,edit,ablation,sr,e2e (default all)")

@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> None:
         exs = [e for e in test_examples(40) if abs(e.source_scene.aspect - 16 / 9) < 1e-6][:3]
         rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + ["ip2p-patchwise"])
         if not args.quick:
-            rows += evaluate_end_to_end(str(path), exs[:1], (3840, 2160), methods)
+            rows += evaluate_end_to_end(str(path), exs, (3840, 2160), methods)
         write_csv(res / "end_to_end_runs.csv", rows)
         write_csv(res / "end_to_end.csv", summarise_e2e(rows))
     print(f"evaluate: {time.time() - t0:.0f} s")

@@ -1,6 +1,8 @@
 """Train the latent projector: regress `projector(z, size)` onto `encode(bicubic(decode(z)))` at the
 upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops.
-The projector starts as the plain bicubic latent resize (identity mix, zero residual)."""
+With `--pixel-loss`, plus an L1 between the decoded projection and
+`bicubic(decode(z))`. The projector starts as the plain bicubic latent resize (identity mix, zero residual) with its
+trunk copied from the decoder."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +31,7 @@ def train(args: argparse.Namespace):
     seed_everything(args.seed)
     vae = AutoencoderTiny.from_pretrained(Path(args.out) / "vae").to(dev).eval().requires_grad_(False)
     proj = arch.projector().to(dev).train()
+    proj.init_trunk_from(vae.decoder)
     with torch.no_grad():
         proj.mix.weight.copy_(torch.eye(proj.mix.out_channels, proj.mix.in_channels)[:, :, None, None])
         proj.mix.bias.zero_()
@@ -44,9 +47,14 @@ def train(args: argparse.Namespace):
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
         crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=False)
         lr = torch.stack([c.lr_latent for c in crops]).to(dev)
-        target = reference_condition_window(vae, lr, crops)[..., m:-m, m:-m]
+        pixels, target = reference_condition_window(vae, lr, crops)
+        target = target[..., m:-m, m:-m]
         pred = projector_window(proj, lr, crops)[..., m:-m, m:-m]
-        loss = ((pred - target) ** 2).mean() + (pred - target).abs().mean()
+        loss = args.latent_loss * (((pred - target) ** 2).mean() + (pred - target).abs().mean())
+        if args.pixel_loss:  # many latents decode alike; the encoder's wide receptive field makes the
+            # reference latent non-local, so also ask only that the projection *decodes* like the reference
+            ref = pixels[..., 8 * m:-8 * m, 8 * m:-8 * m]
+            loss = loss + args.pixel_loss * (vae.decode(pred).sample - ref).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -49,10 +49,10 @@ def sample_crops(rng: np.random.Generator, vae, n: int, crop: int, margin: int, 
 
 
 @torch.no_grad()
-def reference_condition_window(vae, lr_latents: torch.Tensor, crops: list[SRCrop]) -> torch.Tensor:
-    """encode(bicubic(decode(z))) on each window: the projector's target and the SR U-Net's condition."""
+def reference_condition_window(vae, lr_latents: torch.Tensor, crops: list[SRCrop]) -> tuple[torch.Tensor, torch.Tensor]:
+    """bicubic(decode(z)) on each window and its encoding: the projector's targets in pixels and latents."""
     f = 8
     pixels = vae.decode(lr_latents).sample.clamp(-1, 1)
-    wins = [bicubic_window(pixels[i:i + 1], (c.full[0] * f, c.full[1] * f), (c.top * f, c.left * f, c.size * f, c.size * f))
-            for i, c in enumerate(crops)]
-    return vae.encode(torch.cat(wins).clamp(-1, 1)).latents
+    wins = torch.cat([bicubic_window(pixels[i:i + 1], (c.full[0] * f, c.full[1] * f), (c.top * f, c.left * f, c.size * f, c.size * f))
+                      for i, c in enumerate(crops)]).clamp(-1, 1)
+    return wins, vae.encode(wins).latents
