@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from pipeline import synthedit as se
@@ -179,15 +180,20 @@ def sr_image(models: ModelSet, lr_image: Image.Image, size: tuple[int, int], pro
 def evaluate_sr(models: ModelSet, n: int, scales=(4, 8), lr_side: int = 128) -> list[dict]:
     rows = []
     for scale in scales:
-        vals = {"bicubic": [], "bicubic_of_decoded": [], "sr_reference": [], "sr_projector": [], "vae_ceiling": []}
+        vals = {"bicubic": [], "bicubic_of_decoded": [], "latent_bicubic": [], "sr_reference": [], "sr_projector": [],
+                "vae_ceiling": []}
         for ex in test_examples(n):
             w, h = ex.size(lr_side)
             lr = ex.target(w, h, artifacts=False)
             size = (w * scale, h * scale)
             gt = ex.target(*size, artifacts=False)
             vals["bicubic"].append(psnr_np(lr.resize(size, Image.Resampling.BICUBIC), gt))
-            dec_im = decode_image(models, encode_image(models, lr))
+            z = encode_image(models, lr)
+            dec_im = decode_image(models, z)
             vals["bicubic_of_decoded"].append(psnr_np(dec_im.resize(size, Image.Resampling.BICUBIC), gt))
+            # the naive latent upscale: bicubic on the latent, decoded at the HR size
+            latent = F.interpolate(z, size=models.upscaler.condition_size(*size), mode="bicubic", align_corners=False)
+            vals["latent_bicubic"].append(psnr_np(to_image(models.upscaler.decode(latent)).crop((0, 0, *size)), gt))
             vals["sr_reference"].append(psnr_np(sr_image(models, lr, size, "reference"), gt))
             vals["sr_projector"].append(psnr_np(sr_image(models, lr, size, "learned"), gt))
             vals["vae_ceiling"].append(psnr_np(decode_image(models, encode_image(models, gt)), gt))
