@@ -33,6 +33,17 @@ def test_projector_starts_as_the_bicubic_latent_resize():
         assert torch.allclose(proj(z, (36, 64)), F.interpolate(z, size=(36, 64), mode="bicubic"), atol=1e-5)
 
 
+def test_projector_trunk_starts_as_the_decoder():
+    """Training starts the trunk from the autoencoder's decoder: its first three feature channels are
+    then exactly the decoded image, so the head starts from the reference path's pixels."""
+    vae = _randomise(arch.vae())
+    proj = arch.projector().eval()
+    proj.init_trunk_from(vae.decoder)
+    z = torch.randn(1, 4, 9, 16)
+    with torch.no_grad():
+        assert torch.allclose(proj.trunk(z)[:, :3], vae.decoder(z), atol=1e-5)
+
+
 def test_bicubic_window_matches_interpolate():
     x = torch.randn(1, 3, 16, 9)
     full = F.interpolate(x, size=(77, 41), mode="bicubic", align_corners=False)
