@@ -1,8 +1,8 @@
 """Train the latent projector: regress `projector(z, size)` onto `encode(bicubic(decode(z)))` at the
 upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops.
-With `--pixel-loss`, plus an L1 between the decoded projection and
-`bicubic(decode(z))`. The projector starts as the plain bicubic latent resize (identity mix, zero residual) with its
-trunk copied from the decoder."""
+With `--pixel-loss`, plus an L1 between the decoded projection and `bicubic(decode(z))`. The
+projector starts as the plain bicubic latent resize (identity mix, zero residual) with its trunk
+copied from the decoder."""
 from __future__ import annotations
 
 import argparse
@@ -51,8 +51,8 @@ def train(args: argparse.Namespace):
         target = target[..., m:-m, m:-m]
         pred = projector_window(proj, lr, crops)[..., m:-m, m:-m]
         loss = args.latent_loss * (((pred - target) ** 2).mean() + (pred - target).abs().mean())
-        if args.pixel_loss:  # many latents decode alike; the encoder's wide receptive field makes the
-            # reference latent non-local, so also ask only that the projection *decodes* like the reference
+        if args.pixel_loss:  # the reference latent is non-local (wide encoder receptive field); many
+            # latents decode alike, so also ask that the projection *decodes* like the reference
             ref = pixels[..., 8 * m:-8 * m, 8 * m:-8 * m]
             loss = loss + args.pixel_loss * (vae.decode(pred).sample - ref).abs().mean()
         opt.zero_grad(set_to_none=True)
