@@ -2,12 +2,21 @@
 
 Each part reads the components it depends on from `--out` (the set folder) and writes its own
 weights there; checkpoints go to `--run-dir` (resume with `--resume`).
+
+`all` trains the autoencoder, which everything else reads, and then two independent chains at
+once, each a sequence of child processes with half the CPU threads: the edit chain (detector,
+then the plain edit base, then its filtered + hallucination-aware fine-tune) and the upscaling
+chain (projector, then SR U-Net). Each child's output goes to `<run-dir>/<step>.log`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CPU)
@@ -18,6 +27,10 @@ DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CP
     "upscaler": (4000, 8, 1e-3, 28.0),
 }
 PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler")
+# after the autoencoder; the edit chain is the shipped recipe: a plain base, then the filtered +
+# hallucination-aware fine-tune (the detector scores the training pool the base builds)
+CHAINS = (("detector", "edit-base", "edit-full"), ("projector", "upscaler"))
+FULL_SHARE = 6  # the edit fine-tune gets 1/6 of the edit steps and minutes
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,7 +86,57 @@ def run_part(part: str, args: argparse.Namespace) -> float:
     return time.time() - t0
 
 
-def main(argv=None) -> None:
+def step_argv(step: str, argv: list[str], args: argparse.Namespace) -> list[str]:
+    """The command line of one step of `all`: the user's options, then the step's own (last wins)."""
+    rest = list(argv)
+    rest.remove("all")
+    if step == "edit-base":
+        return ["edit", *rest, "--variant", "plain"]
+    if step == "edit-full":
+        steps = max(2, (args.steps or DEFAULTS["edit"][0]) // FULL_SHARE)
+        minutes = 0 if args.minutes == 0 else (args.minutes or DEFAULTS["edit"][3]) / FULL_SHARE
+        return ["edit", *rest, "--variant", "full", "--init-from", str(Path(args.run_dir) / "edit" / "ckpt.pt"),
+                "--steps", str(steps), "--minutes", str(minutes)]
+    return [step, *rest]
+
+
+def run_chain(chain: tuple[str, ...], argv: list[str], args: argparse.Namespace, threads: int) -> dict[str, float]:
+    """Run the steps of one chain one after another, each as a child process; stop at a failure."""
+    env = {**os.environ, "TRAIN_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}
+    times = {}
+    for step in chain:
+        log = Path(args.run_dir) / f"{step}.log"
+        print(f"[train] {step}: started (log: {log})", flush=True)
+        t0 = time.time()
+        with log.open("w") as f:
+            code = subprocess.run([sys.executable, "-m", "pipeline.train", *step_argv(step, argv, args)],
+                                  stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        if code != 0:
+            raise RuntimeError(f"{step} failed (exit {code}): see {log}")
+        times[step] = time.time() - t0
+        print(f"[train] {step}: done in {times[step] / 60:.1f} min", flush=True)
+    return times
+
+
+def train_all(argv: list[str], args: argparse.Namespace) -> dict[str, float]:
+    t0 = time.time()
+    times = {"autoencoder": run_part("autoencoder", args)}
+    print(f"[train] autoencoder: done in {times['autoencoder'] / 60:.1f} min", flush=True)
+    threads = int(os.environ.get("TRAIN_THREADS") or max(1, (os.cpu_count() or 2) // len(CHAINS)))
+    with ThreadPoolExecutor(len(CHAINS)) as pool:
+        futures = [pool.submit(run_chain, chain, argv, args, threads) for chain in CHAINS]
+        errors = [f.exception() for f in futures]
+    if any(errors):
+        raise SystemExit("; ".join(str(e) for e in errors if e))
+    for f in futures:
+        times.update(f.result())
+    times["all"] = time.time() - t0
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     if args.part == "evaluate":
@@ -81,27 +144,17 @@ def main(argv=None) -> None:
 
         evaluate.run(args)
         return
-    times = {}
     if args.part == "all":
-        for part in PARTS:
-            if part == "edit":  # the shipped recipe: a plain base, then the full (filtered + HAL) fine-tune
-                times["edit-base"] = run_part("edit", argparse.Namespace(**{**vars(args), "variant": "plain"}))
-                base = str(Path(args.run_dir) / "edit" / "ckpt.pt")
-                steps = max(2, (args.steps or DEFAULTS["edit"][0]) // 6)
-                minutes = None if args.minutes == 0 else (args.minutes or DEFAULTS["edit"][3]) / 6
-                times["edit-full"] = run_part("edit", argparse.Namespace(**{
-                    **vars(args), "variant": "full", "init_from": base, "steps": steps,
-                    "minutes": 0 if minutes is None else minutes}))
-            else:
-                times[part] = run_part(part, args)
-            print(f"[train] {part}: done", flush=True)
+        times = train_all(argv, args)
     else:
-        times[args.part] = run_part(args.part, args)
+        times = {args.part: run_part(args.part, args)}
     for part, seconds in times.items():
         print(f"[train] {part}: {seconds / 60:.1f} min", flush=True)
     log = Path(args.run_dir) / "times.json"
     old = json.loads(log.read_text()) if log.is_file() else {}
-    log.write_text(json.dumps({**old, **times}, indent=2))
+    tmp = log.with_suffix(f".{os.getpid()}.tmp")  # the two chains of `all` write it too: never half a file
+    tmp.write_text(json.dumps({**old, **times}, indent=2))
+    os.replace(tmp, log)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from diffusers import AutoencoderTiny
 
 from pipeline import mini_architecture as arch
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
-from pipeline.train.sr_data import reference_condition_window, sample_crops
+from pipeline.train.sr_data import FACTOR, reference_condition_window, sample_crops
 
 CROP, MARGIN = 24, 4
 
@@ -53,7 +53,7 @@ def train(args: argparse.Namespace):
         loss = args.latent_loss * (((pred - target) ** 2).mean() + (pred - target).abs().mean())
         if args.pixel_loss:  # the reference latent is non-local (wide encoder receptive field); many
             # latents decode alike, so also ask that the projection *decodes* like the reference
-            ref = pixels[..., 8 * m:-8 * m, 8 * m:-8 * m]
+            ref = pixels[..., FACTOR * m:-FACTOR * m, FACTOR * m:-FACTOR * m]
             loss = loss + args.pixel_loss * (vae.decode(pred).sample - ref).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

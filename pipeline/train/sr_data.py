@@ -13,6 +13,7 @@ from pipeline.train.common import to_tensor
 from pipeline.train.data import train_seed
 
 LR = 128  # edit-size render (px); latent 16x16
+FACTOR = 8  # pixels per latent pixel of the mini autoencoder
 
 
 @dataclass
@@ -28,7 +29,7 @@ class SRCrop:
 
 def sample_crops(rng: np.random.Generator, vae, n: int, crop: int, margin: int, scales=(2.0, 30.0),
                  with_hr: bool = True) -> list[SRCrop]:
-    f = 8
+    f = FACTOR
     out = []
     win = crop + 2 * margin
     with torch.no_grad():
@@ -51,7 +52,7 @@ def sample_crops(rng: np.random.Generator, vae, n: int, crop: int, margin: int, 
 @torch.no_grad()
 def reference_condition_window(vae, lr_latents: torch.Tensor, crops: list[SRCrop]) -> tuple[torch.Tensor, torch.Tensor]:
     """bicubic(decode(z)) on each window and its encoding: the projector's targets in pixels and latents."""
-    f = 8
+    f = FACTOR
     pixels = vae.decode(lr_latents).sample.clamp(-1, 1)
     wins = torch.cat([bicubic_window(pixels[i:i + 1], (c.full[0] * f, c.full[1] * f), (c.top * f, c.left * f, c.size * f, c.size * f))
                       for i, c in enumerate(crops)]).clamp(-1, 1)

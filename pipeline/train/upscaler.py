@@ -21,7 +21,7 @@ from pipeline import mini_architecture as arch
 from pipeline.models import LatentProjector
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
 from pipeline.train.projector import projector_window
-from pipeline.train.sr_data import sample_crops
+from pipeline.train.sr_data import FACTOR, sample_crops
 
 CROP, MARGIN = 24, 4
 
@@ -51,7 +51,8 @@ def train(args: argparse.Namespace):
         pred = unet(noise, 999, cond)
         loss = ((pred - target) ** 2).mean() + (pred - target).abs().mean()
         if args.pixel_loss:  # what PSNR measures: the latent mean of uncertain detail can decode badly
-            hr = torch.stack([c.hr_pixels for c in crops]).to(dev)[..., 8 * m:-8 * m, 8 * m:-8 * m]
+            e = FACTOR * m
+            hr = torch.stack([c.hr_pixels for c in crops]).to(dev)[..., e:-e, e:-e]
             loss = loss + args.pixel_loss * (vae.decode(pred).sample - hr).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
