@@ -26,8 +26,15 @@ from pipeline.train.evaluate import test_examples as examples
 
 MINI = BUNDLED / "mini"
 COMPONENTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler", "projector", "upscaler", "upscaler_scheduler", "detector")
-ADD_LIMIT = ("add edits score below no edit (19.38 vs 22.22 dB on 40 test images, results/mini/edit_quality.csv); "
-             "the autoencoder alone costs 1.7 dB on the unedited rest (README 'Model sets -> mini', honest limits)")
+# Measured on 80 test examples per family (results/mini/edit_quality.csv; README 'Model sets -> mini').
+EDIT_LIMIT = {
+    "recolour": "20.68 vs 22.52 dB for no edit, gain -1.84 (95% CI -3.03 to -0.64); the source passed through "
+                "the autoencoder alone scores 20.61: the 16x16x4 latent costs more than the edit gains",
+    "remove": "22.69 vs 24.35 dB for no edit, gain -1.66 (95% CI -3.08 to -0.24); the source passed through "
+              "the autoencoder alone scores 22.23: the 16x16x4 latent costs more than the edit gains",
+    "add": "19.43 vs 23.88 dB for no edit, gain -4.45 (95% CI -5.35 to -3.54); the model rarely draws the "
+           "object in the named place and colour, and the autoencoder alone costs 3.4 dB",
+}
 SR_LIMIT = ("the one-step SR on the learned projection scores 0.4 / 0.7 dB below bicubic of the decoded latent "
             "at x4 / x8 (24.56 vs 24.94, 24.16 vs 24.83 dB on 8 test images, results/mini/upscaler.csv)")
 
@@ -39,7 +46,7 @@ def models():
 
 @pytest.fixture(scope="module")
 def edit_table(models):
-    exs = examples(40)  # the README's edit table (results/mini/edit_quality.csv): 8 per family, ~35 s
+    exs = examples(40)  # 8 per family, ~35 s; the README's table uses 80 per family
     info = models.info
     rows = edit_metrics(models, exs, edit_images(models, exs, info.steps, info.text_guidance, info.image_guidance))
     untrained = untrained_set(MINI)
@@ -70,10 +77,12 @@ def test_edit_beats_untrained(edit_table, family):
 
 
 @pytest.mark.parametrize("family", [
-    "background", "global", "remove", "recolour",
-    pytest.param("add", marks=pytest.mark.xfail(reason=ADD_LIMIT, strict=False)),
+    "background", "global",
+    *(pytest.param(f, marks=pytest.mark.xfail(reason=why, strict=False)) for f, why in EDIT_LIMIT.items()),
 ])
 def test_edit_beats_no_edit(edit_table, family):
+    """8 examples per family can show a gain of either sign where the true gain is small (recolour
+    and remove pass on these 8 and fail on 80), so the families that fail on 80 stay xfail here."""
     assert edit_table[family]["psnr"] > edit_table[family]["no_edit"], edit_table[family]
 
 

@@ -1,8 +1,8 @@
 """Train the latent projector: regress `projector(z, size)` onto `encode(bicubic(decode(z)))` at the
-upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops.
-With `--pixel-loss`, plus an L1 between the decoded projection and `bicubic(decode(z))`. The
-projector starts as the plain bicubic latent resize (identity mix, zero residual) with its trunk
-copied from the decoder."""
+upscaler's resolution (stage 2 replaces the pixel round trip). Scales x2-x30, 32-px latent crops,
+scored on their core and on the frame's border (`sr_data.loss_mask`). With `--pixel-loss`, plus an
+L1 between the decoded projection and `bicubic(decode(z))`. The projector starts as the plain
+bicubic latent resize (identity mix, zero residual) with its trunk copied from the decoder."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ from diffusers import AutoencoderTiny
 
 from pipeline import mini_architecture as arch
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
-from pipeline.train.sr_data import FACTOR, reference_condition_window, sample_crops
+from pipeline.train.sr_data import FACTOR, loss_mask, masked_mean, reference_condition_window, sample_crops
 
 CROP, MARGIN = 24, 4
 
@@ -41,20 +41,19 @@ def train(args: argparse.Namespace):
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step, 5])
     bar = progress_bar(args.steps, step, "projector")
-    m = MARGIN
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
         crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=False)
         lr = torch.stack([c.lr_latent for c in crops]).to(dev)
         pixels, target = reference_condition_window(vae, lr, crops)
-        target = target[..., m:-m, m:-m]
-        pred = projector_window(proj, lr, crops)[..., m:-m, m:-m]
-        loss = args.latent_loss * (((pred - target) ** 2).mean() + (pred - target).abs().mean())
+        pred = projector_window(proj, lr, crops)
+        d = pred - target
+        loss = args.latent_loss * masked_mean(d ** 2 + d.abs(), loss_mask(crops, MARGIN).to(dev))
         if args.pixel_loss:  # the reference latent is non-local (wide encoder receptive field); many
             # latents decode alike, so also ask that the projection *decodes* like the reference
-            ref = pixels[..., FACTOR * m:-FACTOR * m, FACTOR * m:-FACTOR * m]
-            loss = loss + args.pixel_loss * (vae.decode(pred).sample - ref).abs().mean()
+            err = (vae.decode(pred).sample - pixels).abs()
+            loss = loss + args.pixel_loss * masked_mean(err, loss_mask(crops, MARGIN, FACTOR).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
