@@ -1,7 +1,7 @@
 """The statistics behind results/mini/edit_quality.csv."""
 import numpy as np
 
-from pipeline.train.evaluate import by_family, gain_ci
+from pipeline.train.evaluate import by_family, carried_e2e_rows, gain_ci, summarise_e2e, write_csv
 
 
 def test_gain_ci_is_paired_over_the_same_examples():
@@ -14,3 +14,15 @@ def test_gain_ci_is_paired_over_the_same_examples():
     assert 0 < low < gain["psnr"] - gain["no_edit"] < high < 1
     assert high - low < 0.3  # an unpaired interval would be ~3 dB wide here
     assert gain_ci(rows, "all") == (low, high)
+
+
+def test_e2e_rows_of_methods_not_rerun_are_carried_with_their_types(tmp_path):
+    rows = [dict(seed=2000007, family="add", method=m, size="960x540", seconds=1.5, failed=f, psnr=p)
+            for m, f, p in (("mobilepicasso", False, 18.3), ("ip2p-patchwise", False, 19.0), ("ip2p-direct", True, float("nan")))]
+    write_csv(tmp_path / "end_to_end_runs.csv", rows)
+    carried = carried_e2e_rows(tmp_path / "end_to_end_runs.csv", {"mobilepicasso"})
+    assert [r["method"] for r in carried] == ["ip2p-patchwise", "ip2p-direct"]
+    assert carried[0]["psnr"] == 19.0 and carried[0]["failed"] is False and carried[1]["failed"] is True
+    summary = {r["method"]: r for r in summarise_e2e(carried)}
+    assert summary["ip2p-patchwise"]["psnr"] == 19.0 and summary["ip2p-direct"]["finished"] == 0
+    assert carried_e2e_rows(tmp_path / "missing.csv", {"mobilepicasso"}) == []

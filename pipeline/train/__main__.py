@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-loss", type=float, default=0.1,
                    help="(projector) weight of the latent regression onto encode(resize(decode(z)))")
     p.add_argument("--pool", type=int, default=20000, help="(edit) training triples pre-encoded")
+    p.add_argument("--e2e-methods", default=None,
+                   help="(evaluate) comma list of methods to re-run end to end; the others keep their last rows")
     p.add_argument("--eval-n", type=int, default=None,
                    help="(evaluate) test examples per table (default: 400 edit and ablation, 40 sweep, 8 upscaler)")
     p.add_argument("--tables", default=None, help="(evaluate) comma list of sweep,edit,ablation,sr,e2e (default all)")

@@ -244,6 +244,19 @@ def evaluate_end_to_end(models_path: str, examples, size: tuple[int, int], metho
     return rows
 
 
+def carried_e2e_rows(path: Path, rerun: set[str]) -> list[dict]:
+    """The last run's rows of the methods not re-run now. `--e2e-methods` re-runs only what a weight
+    change touches: `ip2p-patchwise` and `ip2p-direct` use neither the projector nor the SR U-Net and
+    take minutes per image."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] not in rerun]
+    for r in rows:
+        r.update(seed=int(r["seed"]), seconds=float(r["seconds"]), failed=r["failed"] == "True", psnr=float(r["psnr"]))
+    return rows
+
+
 def summarise_e2e(rows: list[dict]) -> list[dict]:
     out = []
     for size in dict.fromkeys(r["size"] for r in rows):
@@ -256,6 +269,8 @@ def summarise_e2e(rows: list[dict]) -> list[dict]:
     return out
 
 
+E2E_METHODS = ("mobilepicasso", "ip2p-bicubic", "tiled-naive", "tiled-overlap", "ip2p-realesrgan", "ip2p-direct",
+               "ip2p-patchwise")  # patchwise at 960x540 only: ~8 min per image at 4K
 SWEEP = [(20, 1.0, 1.0), (20, 1.5, 1.2), (20, 1.5, 1.6), (20, 2.5, 1.5), (10, 1.0, 1.0)]
 
 
@@ -301,11 +316,14 @@ def run(args: argparse.Namespace) -> None:
         write_csv(res / "upscaler.csv", rows)
         print(json.dumps(rows, indent=1), flush=True)
     if "e2e" in tables:
-        methods = ["mobilepicasso", "ip2p-bicubic", "tiled-naive", "tiled-overlap", "ip2p-realesrgan", "ip2p-direct"]
+        rerun = args.e2e_methods.split(",") if args.e2e_methods else E2E_METHODS
+        methods = [m for m in E2E_METHODS if m in rerun and m != "ip2p-patchwise"]
         exs = [e for e in test_examples(40) if abs(e.source_scene.aspect - 16 / 9) < 1e-6][:3]
-        rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + ["ip2p-patchwise"])
+        rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + [m for m in rerun if m == "ip2p-patchwise"])
         if not args.quick:
             rows += evaluate_end_to_end(str(path), exs, (3840, 2160), methods)
+        rows = sorted(carried_e2e_rows(res / "end_to_end_runs.csv", set(rerun)) + rows,
+                      key=lambda r: (r["size"] != "960x540", E2E_METHODS.index(r["method"]), r["seed"]))
         write_csv(res / "end_to_end_runs.csv", rows)
         write_csv(res / "end_to_end.csv", summarise_e2e(rows))
     print(f"evaluate: {time.time() - t0:.0f} s")

@@ -69,8 +69,8 @@ def loss_mask(crops: list[SRCrop], margin: int, factor: int = 1) -> torch.Tensor
     encoder and the decoder see zero padding at a window's edge where the frame has content; at the
     frame's own border the whole frame sees that same padding, so those cells are exact. Cropping
     them too left the outer `margin` cells of every frame untrained: measured on the earlier weights,
-    that border band held most of the upscaler's gap to bicubic (x4: -0.36 dB on the whole frame,
-    -0.03 dB without a 32-px border)."""
+    that border band held most of the decoded projection's gap to bicubic of the decoded latent (x4:
+    -0.36 dB on the whole frame, -0.03 dB without a 32-px border)."""
     out = []
     for c in crops:
         lo_y, hi_y = (0 if c.top == 0 else margin), (c.size if c.top + c.size == c.full[0] else c.size - margin)

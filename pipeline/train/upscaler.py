@@ -42,7 +42,8 @@ def train(args: argparse.Namespace):
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
-        crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=True, border=0.0)  # cores only: see README, SR training
+        # uniform placement, scored on window cores: a border-aware fine-tune did not help (README, mini)
+        crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=True, border=0.0)
         lr = torch.stack([c.lr_latent for c in crops]).to(dev)
         with torch.no_grad():
             cond = projector_window(projector, lr, crops)[..., m:-m, m:-m]
