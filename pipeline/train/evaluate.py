@@ -139,11 +139,16 @@ def autoencoder_bounds(models: ModelSet, examples, images) -> list[dict]:
     return rows
 
 
-def gain_ci(rows: list[dict], family: str, level: float = 0.95) -> tuple[float, float]:
-    """Paired t confidence interval of the mean PSNR gain over no edit (same examples, so paired)."""
-    sel = [r for r in rows if family == "all" or r["family"] == family]
-    ci = stats.ttest_rel([r["psnr"] for r in sel], [r["no_edit"] for r in sel]).confidence_interval(level)
+def paired_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Paired t confidence interval of mean(a - b): a and b measured on the same examples."""
+    ci = stats.ttest_rel(a, b).confidence_interval(level)
     return float(ci.low), float(ci.high)
+
+
+def gain_ci(rows: list[dict], family: str) -> tuple[float, float]:
+    """95% CI of the mean PSNR gain over no edit within `family` (or "all")."""
+    sel = [r for r in rows if family == "all" or r["family"] == family]
+    return paired_ci([r["psnr"] for r in sel], [r["no_edit"] for r in sel])
 
 
 def evaluate_edit(models: ModelSet, untrained: ModelSet | None, n: int) -> tuple[list[dict], list[dict]]:
@@ -244,14 +249,14 @@ def evaluate_end_to_end(models_path: str, examples, size: tuple[int, int], metho
     return rows
 
 
-def carried_e2e_rows(path: Path, rerun: set[str]) -> list[dict]:
-    """The last run's rows of the methods not re-run now. `--e2e-methods` re-runs only what a weight
-    change touches: `ip2p-patchwise` and `ip2p-direct` use neither the projector nor the SR U-Net and
-    take minutes per image."""
+def carried_e2e_rows(path: Path, rerun: set[tuple[str, str]]) -> list[dict]:
+    """The last run's rows of each (method, size) not re-run now. `--e2e-methods` re-runs only what a
+    weight change touches: `ip2p-patchwise` and `ip2p-direct` use neither the projector nor the SR
+    U-Net and take minutes per image (and `--quick` skips 4K)."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["method"] not in rerun]
+        rows = [r for r in csv.DictReader(f) if (r["method"], r["size"]) not in rerun]
     for r in rows:
         r.update(seed=int(r["seed"]), seconds=float(r["seconds"]), failed=r["failed"] == "True", psnr=float(r["psnr"]))
     return rows
@@ -288,6 +293,10 @@ def run(args: argparse.Namespace) -> None:
     path = Path(args.models or args.out)
     res = Path(args.results)
     tables = args.tables.split(",") if args.tables else TABLES
+    rerun = args.e2e_methods.split(",") if args.e2e_methods else E2E_METHODS
+    unknown = set(rerun) - set(E2E_METHODS)
+    if unknown:  # else their old rows would be dropped and nothing re-run
+        raise SystemExit(f"--e2e-methods: unknown {sorted(unknown)}; choose from {', '.join(E2E_METHODS)}")
     models = load_local_set(path)
     t0 = time.time()
     if "sweep" in tables:
@@ -316,13 +325,12 @@ def run(args: argparse.Namespace) -> None:
         write_csv(res / "upscaler.csv", rows)
         print(json.dumps(rows, indent=1), flush=True)
     if "e2e" in tables:
-        rerun = args.e2e_methods.split(",") if args.e2e_methods else E2E_METHODS
-        methods = [m for m in E2E_METHODS if m in rerun and m != "ip2p-patchwise"]
+        methods = [m for m in E2E_METHODS if m in rerun]
         exs = [e for e in test_examples(40) if abs(e.source_scene.aspect - 16 / 9) < 1e-6][:3]
-        rows = evaluate_end_to_end(str(path), exs, (960, 540), methods + [m for m in rerun if m == "ip2p-patchwise"])
+        rows = evaluate_end_to_end(str(path), exs, (960, 540), methods)
         if not args.quick:
-            rows += evaluate_end_to_end(str(path), exs, (3840, 2160), methods)
-        rows = sorted(carried_e2e_rows(res / "end_to_end_runs.csv", set(rerun)) + rows,
+            rows += evaluate_end_to_end(str(path), exs, (3840, 2160), [m for m in methods if m != "ip2p-patchwise"])
+        rows = sorted(carried_e2e_rows(res / "end_to_end_runs.csv", {(r["method"], r["size"]) for r in rows}) + rows,
                       key=lambda r: (r["size"] != "960x540", E2E_METHODS.index(r["method"]), r["seed"]))
         write_csv(res / "end_to_end_runs.csv", rows)
         write_csv(res / "end_to_end.csv", summarise_e2e(rows))
@@ -362,8 +370,8 @@ def evaluate_ablation(path: Path, run_dir: Path, n: int) -> list[dict]:
         elif plain is not None:
             for key in ("psnr", "artifact_ratio"):
                 a, b = [r[key] for r in rows], [r[key] for r in plain]
-                ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+                low, high = paired_ci(a, b)
                 out[-1].update({f"{key}_vs_plain": float(np.mean(a) - np.mean(b)),
-                                f"{key}_vs_plain_ci95_low": float(ci.low), f"{key}_vs_plain_ci95_high": float(ci.high)})
+                                f"{key}_vs_plain_ci95_low": low, f"{key}_vs_plain_ci95_high": high})
         print(out[-1], flush=True)
     return out

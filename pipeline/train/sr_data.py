@@ -43,14 +43,20 @@ def sample_crops(rng: np.random.Generator, vae, n: int, crop: int, margin: int, 
     for i, p in enumerate(pick):
         s = float(np.exp(rng.uniform(np.log(scales[0]), np.log(scales[1]))))
         full = max(win, round(LR * s / f))
-        top, left = (int(rng.choice([0, full - win])) if rng.random() < border else int(rng.integers(0, full - win + 1))
-                     for _ in range(2))
+        top, left = _place(rng, full, win, border), _place(rng, full, win, border)
         hr = None
         if with_hr:
             window = (left / full, top / full, (left + win) / full, (top + win) / full)
             hr = to_tensor([p(win * f, win * f, window)])[0]
         out.append(SRCrop(lr[i], full / (LR / f), (full, full), top, left, win, hr))
     return out
+
+
+def _place(rng: np.random.Generator, full: int, win: int, border: float) -> int:
+    """Start of a `win`-long window on a `full`-long axis: against an edge with chance `border`."""
+    if rng.random() < border:
+        return int(rng.choice([0, full - win]))
+    return int(rng.integers(0, full - win + 1))
 
 
 @torch.no_grad()
