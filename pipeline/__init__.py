@@ -52,12 +52,19 @@ def edit(
     memory_budget: int | None = None,
     time_budget: float | None = DEFAULT_TIME_BUDGET,
     progress: Callable[[str, int, int], None] | None = None,
+    memo: dict | None = None,
+    origins: str = "auto",
 ) -> EditResult:
     """Edit `image` following `instruction` and return the image at `size` with its report.
 
     Bad inputs raise `InputError`; a method that would run out of memory or over the time
     budget returns `image=None` with `report.failed` set, so comparisons keep going.
+    Pass one `memo` dict to several calls on the same image and instruction to run their shared
+    edit stage once (the report lists reused stages). `origins` is mobilepicasso's ablation switch:
+    "auto" (default), "transfer" (no generative path) or "edit" (the mask alone).
     """
+    if origins not in ("auto", "transfer", "edit"):
+        raise InputError(f"origins must be auto, transfer or edit, got {origins!r}")
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     instruction = check_instruction(instruction)
@@ -73,7 +80,7 @@ def edit(
         text_guidance=info.text_guidance if text_guidance is None else text_guidance,
         image_guidance=info.image_guidance if image_guidance is None else image_guidance,
         meter=RunMeter(), projection=projection or info.default_projection, tile=tile, halo=halo, memory_budget=memory_budget, time_budget=time_budget,
-        progress=progress or (lambda stage, done, total: None),
+        progress=progress or (lambda stage, done, total: None), memo=memo, origins=origins,
     )
     report = EditReport(
         method=method, model_set=info.name, model_set_trained=info.trained, instruction=instruction,
@@ -93,6 +100,9 @@ def edit(
     report.edit_size = job.details.get("edit_size", report.edit_size)
     report.projection = job.details.get("projection")
     report.tiling = job.details.get("tiling")
+    report.region = job.details.get("region")
+    report.note = job.details.get("note")
+    report.reused_stages = job.details.get("reused", [])
     if "tile_costs" in job.details:
         report.tiling = {**(report.tiling or {}), "tile_costs": job.details["tile_costs"]}
     job.meter.fill(report)

@@ -7,7 +7,8 @@
 - any other value is a local folder with the same layout as `mini`.
 
 Folder layout: `model_set.json` (settings below) and one subfolder per component: `tokenizer`,
-`text_encoder`, `vae`, `unet`, `scheduler`, `projector`, `upscaler`, `upscaler_scheduler`, `detector`.
+`text_encoder`, `vae`, `unet`, `scheduler`, `projector`, `upscaler`, `upscaler_scheduler`, `detector`,
+and optionally `edit_region` (without it the set's edit region comes from the edit U-Net, DiffEdit-style).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 from diffusers import AutoencoderTiny, DDIMScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pipeline.models import ArtifactDetector, LatentProjector, LatentSRUNet
+from pipeline.models import ArtifactDetector, EditRegionModel, LatentProjector, LatentSRUNet
 
 BUNDLED = Path(__file__).parent / "models"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -52,6 +53,9 @@ class SetInfo:
     decode_halo: int = 16               # >= the decoder's receptive field: tiled decode is exact
     trained_on: str = "SynthEdit procedural scenes (synthetic shapes on textures), not photos"
     default_projection: str = "learned"  # "reference" where no trained projector exists (sd15)
+    blend_latents: bool = True          # mobilepicasso: keep the source latent outside the region while sampling
+    residual_threshold: float = 0.08    # mobilepicasso: affine-fit residual above which a pixel is new structure
+    composite_threshold: float = 0.1    # ip2p-composite: decoded difference (in [0, 1]) that counts as edited
     untrained: tuple[str, ...] = field(default=())  # components built from configs with random weights
 
     @property
@@ -73,6 +77,7 @@ class ModelSet:
     projector: torch.nn.Module
     upscaler: Any                       # a `pipeline.stages.upscale.Upscaler`
     detector: ArtifactDetector | None = None
+    edit_region: EditRegionModel | None = None  # None: a training-free DiffEdit mask from the edit U-Net
     path: Path | None = None
 
     @property
@@ -116,6 +121,8 @@ def load_local_set(path: str | Path, seed: int = 0) -> ModelSet:
     projector = _load_module(LatentProjector, root / "projector", untrained, "projector", seed + 3)
     sr_unet = _load_module(LatentSRUNet, root / "upscaler", untrained, "upscaler", seed + 4)
     detector = _load_module(ArtifactDetector, root / "detector", untrained, "detector", seed + 5)
+    region = (_load_module(EditRegionModel, root / "edit_region", untrained, "edit_region", seed + 6)
+              if (root / "edit_region").is_dir() else None)
     settings["tile_sizes"] = tuple(settings.get("tile_sizes", SetInfo.tile_sizes))
     info = SetInfo(**settings, untrained=tuple(untrained))
     pipe = StableDiffusionInstructPix2PixPipeline(
@@ -127,9 +134,11 @@ def load_local_set(path: str | Path, seed: int = 0) -> ModelSet:
     upscaler = LatentSRUpscaler(
         unet=sr_unet, scheduler=DDIMScheduler.from_pretrained(root, subfolder="upscaler_scheduler"), vae=vae, info=info,
     )
-    for module in (text_encoder, vae, unet, projector, sr_unet, detector):
-        module.eval().requires_grad_(False)
-    return ModelSet(info=info, edit_pipeline=pipe, projector=projector, upscaler=upscaler, detector=detector, path=root)
+    for module in (text_encoder, vae, unet, projector, sr_unet, detector, region):
+        if module is not None:
+            module.eval().requires_grad_(False)
+    return ModelSet(info=info, edit_pipeline=pipe, projector=projector, upscaler=upscaler, detector=detector,
+                    edit_region=region, path=root)
 
 
 def save_local_set(components: dict, info: SetInfo, out_dir: str | Path, *, weights: bool = True) -> Path:
@@ -141,8 +150,10 @@ def save_local_set(components: dict, info: SetInfo, out_dir: str | Path, *, weig
     components["tokenizer"].save_pretrained(out / "tokenizer")
     for name in ("scheduler", "upscaler_scheduler"):
         components[name].save_pretrained(out / name)
-    for name in ("text_encoder", "vae", "unet", "projector", "upscaler", "detector"):
-        module = components[name]
+    for name in ("text_encoder", "vae", "unet", "projector", "upscaler", "detector", "edit_region"):
+        module = components.get(name)
+        if module is None:
+            continue
         if weights:
             module.save_pretrained(out / name)
         else:

@@ -75,6 +75,9 @@ class EditReport:
     scheduler: str
     projection: str | None = None
     tiling: dict[str, Any] | None = None
+    region: dict[str, Any] | None = None   # mobilepicasso: share of the frame per origin, tiles run/skipped
+    note: str | None = None                # e.g. why the source came back unchanged
+    reused_stages: list[str] = field(default_factory=list)  # stages taken from a shared memo (not timed here)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
     peak_memory_bytes: int = 0

@@ -165,8 +165,9 @@ class SDx4Upscaler:
     def decode_plan(self, size: tuple[int, int]) -> TilePlan:
         return plan_tiles(*size, self.info.decode_tile, self.info.decode_halo, mode="acpt")
 
-    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None) -> torch.Tensor:
-        """Tiled decode with the x4 `AutoencoderKL`; pixels in [-1, 1].
+    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None,
+               need: torch.Tensor | None = None) -> torch.Tensor:
+        """Tiled decode with the x4 `AutoencoderKL`; pixels in [-1, 1] (sparse with `need`, as the mini set's).
 
         APPROXIMATE, unlike the mini set's norm-free decoder: the KL decoder's GroupNorm layers
         and mid-block self-attention see only the tile's window, so statistics differ slightly
@@ -175,7 +176,7 @@ class SDx4Upscaler:
         960x540 latent alone would need terabytes.
         """
         return decode_tiled(self.vae, latents, factor=self.latent_factor, tile=self.info.decode_tile,
-                            halo=self.info.decode_halo, batch_size=self.batch_size, on_tile=on_tile)
+                            halo=self.info.decode_halo, batch_size=self.batch_size, on_tile=on_tile, need=need)
 
 
 # ---------------------------------------------------------------- loading
@@ -223,7 +224,8 @@ def _assemble(info: SetInfo, pipe: StableDiffusionInstructPix2PixPipeline, upsca
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.text_encoder, pipe.vae, pipe.unet, projector, upscaler.unet, upscaler.vae):
         module.eval().requires_grad_(False)
-    return ModelSet(info=info, edit_pipeline=pipe, projector=projector, upscaler=upscaler, detector=None, path=path)
+    return ModelSet(info=info, edit_pipeline=pipe, projector=projector, upscaler=upscaler, detector=None,
+                    edit_region=None, path=path)
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:

@@ -451,3 +451,24 @@ def _apply_artifacts(image: np.ndarray, ex: EditExample, width: int, height: int
         else:  # no shape to duplicate/bleed: a blob instead
             _draw(img, Shape("circle", "white", cx, cy, 0.06), rng.integers(0, 256, 3), unit, to_px, alpha=0.85)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- instructions that name nothing in the scene
+
+# Nouns SynthEdit never draws, split so evaluation uses words no training negative contained.
+ABSENT_NOUNS = {
+    "train": ("cat", "car", "tree", "house", "person", "bird", "flower", "boat", "chair", "cloud", "horse", "lamp",
+              "book", "cup", "hat", "window", "bottle", "fish"),
+    "held_out": ("dog", "bicycle", "apple", "clock", "guitar"),
+}
+
+
+def absent_instruction(example: EditExample, rng: np.random.Generator, nouns: str = "train") -> str:
+    """A recolour or remove instruction naming something the source does not contain (a shape kind it
+    lacks, or a noun SynthEdit never draws): its edit region is empty and the right output is the source."""
+    present = {s.kind for s in example.source_scene.shapes}
+    kinds = [k for k in KINDS if k not in present]
+    thing = _pick(rng, kinds) if kinds and rng.random() < 0.5 else _pick(rng, ABSENT_NOUNS[nouns])
+    family = _pick(rng, ("recolour", "remove"))
+    colours = list(COLOURS)
+    return _pick(rng, TEMPLATES[family]).format(kind=thing, old=_pick(rng, colours), new=_pick(rng, colours))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ class TilePlan:
     strategy: str
     grid: tuple[int, int]
     tiles: tuple[Tile, ...]
+    skipped: int = 0  # tiles of the full grid left out by `restrict_to` (sparse ACPT)
 
     @property
     def n_tiles(self) -> int:
@@ -79,7 +80,8 @@ class TilePlan:
     def describe(self) -> dict:
         return {
             "mode": self.mode, "tile": self.tile, "halo": self.halo, "grid": list(self.grid),
-            "tiles": self.n_tiles, "strategy": self.strategy, "limit_ratio": round(self.limit_ratio, 4),
+            "tiles": self.n_tiles, "skipped": self.skipped, "strategy": self.strategy,
+            "limit_ratio": round(self.limit_ratio, 4),
         }
 
 
@@ -175,6 +177,21 @@ def plan_tiles(
     return TilePlan(mode, height, width, tile, halo, align, strategy, (len(rows), len(cols)), tiles)
 
 
+def restrict_to(plan: TilePlan, need: torch.Tensor) -> TilePlan:
+    """Sparse ACPT: keep only the tiles whose *cores* hold a pixel of `need` ((H, W) bool over the
+    plan's latent grid, or smaller: it is padded with False). Each kept tile keeps its window and
+    halo, so every core it writes is exactly what the dense plan writes there; the others cost no
+    model call at all."""
+    need = need.bool()
+    if need.shape != (plan.height, plan.width):
+        need = F.pad(need, (0, plan.width - need.shape[1], 0, plan.height - need.shape[0]))
+    kept = tuple(
+        t for t in plan.tiles
+        if need[t.rows.core_start : t.rows.core_stop, t.cols.core_start : t.cols.core_stop].any()
+    )
+    return replace(plan, tiles=kept, skipped=plan.skipped + plan.n_tiles - len(kept))
+
+
 @dataclass(frozen=True)
 class TileCost:
     """One row of the measured per-tile cost table (the paper's Figure 1 b/c)."""
@@ -240,6 +257,8 @@ def run_tiled(
     """
     if x.shape[0] != 1:
         raise ValueError("run_tiled takes a single image (batch of 1)")
+    if not plan.tiles:
+        raise ValueError("the plan has no tiles (a sparse plan over an empty region)")
     h0, w0 = x.shape[-2:]
     ph, pw = plan.height - h0, plan.width - w0
     if ph < 0 or pw < 0:

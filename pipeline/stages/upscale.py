@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline.tiling import TilePlan, plan_tiles, run_tiled
+from pipeline.tiling import TilePlan, plan_tiles, restrict_to, run_tiled
 
 TileCallback = Callable[[int, int], None]
 
@@ -85,19 +85,24 @@ class LatentSRUpscaler:
     def decode_plan(self, size: tuple[int, int]) -> TilePlan:
         return plan_tiles(*size, self.info.decode_tile, self.info.decode_halo, mode="acpt")
 
-    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None) -> torch.Tensor:
-        """Tiled decode (exact: the halo covers the norm-free decoder's receptive field); pixels in [-1, 1]."""
+    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None,
+               need: torch.Tensor | None = None) -> torch.Tensor:
+        """Tiled decode (exact: the halo covers the norm-free decoder's receptive field); pixels in [-1, 1].
+        With `need` ((h, w) bool over the latent) only the tiles whose cores it touches are decoded."""
         return decode_tiled(self.vae, latents, factor=self.latent_factor, tile=self.info.decode_tile,
-                            halo=self.info.decode_halo, batch_size=self.batch_size, on_tile=on_tile)
+                            halo=self.info.decode_halo, batch_size=self.batch_size, on_tile=on_tile, need=need)
 
 
 def decode_tiled(
     vae: torch.nn.Module, latents: torch.Tensor, *, factor: int, tile: int, halo: int,
-    batch_size: int = 4, on_tile: TileCallback | None = None,
+    batch_size: int = 4, on_tile: TileCallback | None = None, need: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ACPT-tiled VAE decode: peak memory is one batch of tiles, not the whole image."""
+    """ACPT-tiled VAE decode: peak memory is one batch of tiles, not the whole image. With `need`,
+    sparse: only tiles whose cores touch it are decoded (the rest of the output stays 0)."""
     sf = vae.config.scaling_factor
     plan = plan_tiles(*latents.shape[-2:], tile, halo, mode="acpt")
+    if need is not None:
+        plan = restrict_to(plan, need)
     return run_tiled(lambda w: vae.decode(w / sf).sample, latents, plan, scale=factor, batch_size=batch_size, on_tile=on_tile)
 
 

@@ -25,11 +25,12 @@ DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CP
     "edit": (6000, 64, 8e-4, 85.0),
     "projector": (5000, 8, 1e-3, 50.0),
     "upscaler": (4000, 8, 1e-3, 28.0),
+    "edit_region": (3000, 24, 2e-3, 40.0),
 }
-PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler")
+PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler", "edit_region")
 # after the autoencoder; the edit chain is the shipped recipe: a plain base, then the filtered +
 # hallucination-aware fine-tune (the detector scores the training pool the base builds)
-CHAINS = (("detector", "edit-base", "edit-full"), ("projector", "upscaler"))
+CHAINS = (("detector", "edit-base", "edit-full", "edit_region"), ("projector", "upscaler"))
 FULL_SHARE = 6  # the edit fine-tune gets 1/6 of the edit steps and minutes
 
 
@@ -64,7 +65,9 @@ def parser() -> argparse.ArgumentParser:
                    help="(evaluate) comma list of methods to re-run end to end; the others keep their last rows")
     p.add_argument("--eval-n", type=int, default=None,
                    help="(evaluate) test examples per table (default: 400 edit and ablation, 40 sweep, 8 upscaler)")
-    p.add_argument("--tables", default=None, help="(evaluate) comma list of sweep,edit,ablation,sr,e2e (default all)")
+    p.add_argument("--tables", default=None,
+                   help="(evaluate) comma list of sweep,edit,ablation,sr,e2e,region,local (default all)")
+    p.add_argument("--long-side", type=int, default=None, help="(evaluate local) output long side, default 1024")
     p.add_argument("--apply-sweep", action="store_true", help="(evaluate) write the best sweep setting into model_set.json")
     p.add_argument("--quick", action="store_true", help="(evaluate) small sizes only (CI)")
     return p

@@ -286,7 +286,7 @@ def choose_sampler(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (round(r["psnr_all"], 2), -passes(r)))
 
 
-TABLES = ("sweep", "edit", "ablation", "sr", "e2e")
+TABLES = ("sweep", "edit", "ablation", "sr", "e2e", "region", "local")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -334,7 +334,32 @@ def run(args: argparse.Namespace) -> None:
                       key=lambda r: (r["size"] != "960x540", E2E_METHODS.index(r["method"]), r["seed"]))
         write_csv(res / "end_to_end_runs.csv", rows)
         write_csv(res / "end_to_end.csv", summarise_e2e(rows))
+    if "region" in tables:
+        rows = evaluate_region(models, args.eval_n or EDIT_N)
+        write_csv(res / "region_iou.csv", rows)
+        print(json.dumps(rows, indent=1), flush=True)
+    if "local" in tables:
+        from pipeline.train import evaluate_local
+
+        evaluate_local.run(args)
     print(f"evaluate: {time.time() - t0:.0f} s")
+
+
+def evaluate_region(models: ModelSet, n: int) -> list[dict]:
+    """Edit-region IoU per family at the region model's size, on test seeds, plus instructions naming
+    something absent (nouns no training negative used): an empty prediction scores 1 there."""
+    from pipeline.train.edit_region import ABSENT_SHARE, build_pool, iou_by_family, tensors
+
+    if models.edit_region is None:
+        return []
+    seeds = se.split_seeds("test", n)
+    rows = build_pool(seeds, 0.0, 0) + build_pool(seeds[: max(1, round(n * ABSENT_SHARE))], 1.0, 0, nouns="held_out")
+    data = tensors(rows, models.edit_pipeline)
+    ious = iou_by_family(models.edit_region, data)
+    counts = {}
+    for r in rows:
+        counts[r[3]] = counts.get(r[3], 0) + 1
+    return [{"family": f, "n": counts[f], "iou": round(v, 4)} for f, v in ious.items()]
 
 
 def models_from_checkpoint(path: Path, ckpt: Path, use_ema: bool = True) -> ModelSet:

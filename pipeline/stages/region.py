@@ -1,0 +1,74 @@
+"""Where the instruction asks for a change: a soft edit-region mask at the edit size.
+
+Every model set has one:
+- a learned `EditRegionModel` where the set ships one (mini), run at half the edit size;
+- otherwise a training-free mask from the edit U-Net itself (DiffEdit, Couairon et al. 2023, as
+  ZONE does for InstructPix2Pix): the contrast of its predictions with and without the
+  instruction on noised copies of the source, averaged over a few noise draws.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+REGION_THRESHOLD = 0.5
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1]."""
+    import numpy as np
+
+    arr = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
+    return arr.permute(2, 0, 1)[None] / 127.5 - 1
+
+
+@torch.no_grad()
+def learned_region(model, pipe, image: Image.Image, instruction: str, edit_size: tuple[int, int]) -> torch.Tensor:
+    """The edit-region model at half the edit size, upsampled to the edit size: (1, 1, h, w) in [0, 1]."""
+    from pipeline.train.edit_region import TEXT_LENGTH
+
+    w, h = edit_size
+    small = image.resize((max(8, w // 2), max(8, h // 2)), Image.Resampling.LANCZOS)
+    tok = pipe.tokenizer([instruction], padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
+    te = pipe.text_encoder
+    states = te(tok.input_ids.to(te.device))[0]
+    x = pil_to_tensor(small).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)
+    p = model.probabilities(x, states.to(x), tok.attention_mask.to(x.device))
+    return F.interpolate(p.float().cpu(), size=(h, w), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def diffedit_region(
+    pipe, image: Image.Image, instruction: str, edit_size: tuple[int, int], *, generator: torch.Generator,
+    draws: int = 4, timestep: int = 500,
+) -> torch.Tensor:
+    """|eps(instruction) - eps(empty)| of the IP2P U-Net at `timestep`, mean over `draws` noises,
+    min-max normalised, upsampled from the latent grid to the edit size: (1, 1, h, w) in [0, 1]."""
+    w, h = edit_size
+    unet, vae, sched = pipe.unet, pipe.vae, pipe.scheduler
+    device, dtype = unet.device, unet.dtype
+    pixels = pil_to_tensor(image.resize(edit_size, Image.Resampling.LANCZOS)).to(device, dtype)
+    image_latents = pipe.prepare_image_latents(pixels, 1, 1, dtype, device, False)
+    clean = image_latents * vae.config.scaling_factor
+    text = pipe._encode_prompt(instruction, device, 1, False)
+    empty = pipe._encode_prompt("", device, 1, False)
+    t = torch.tensor([timestep], device=device)
+    total = torch.zeros_like(clean[:, :1])
+    for _ in range(draws):
+        noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        x = torch.cat([sched.add_noise(clean, noise, t), image_latents], dim=1)
+        pair = unet(x.repeat(2, 1, 1, 1), t, encoder_hidden_states=torch.cat([text, empty])).sample
+        total += (pair[:1] - pair[1:]).abs().mean(1, keepdim=True)
+    m = total.float().cpu()
+    m = (m - m.amin()) / (m.amax() - m.amin()).clamp_min(1e-8)
+    return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def edit_region(models, image: Image.Image, instruction: str, edit_size: tuple[int, int], *,
+                generator: torch.Generator) -> torch.Tensor:
+    """The set's edit-region mask for this instruction at the edit size, (1, 1, h, w) in [0, 1]."""
+    pipe = models.edit_pipeline
+    if models.edit_region is not None:
+        return learned_region(models.edit_region, pipe, image, instruction, edit_size)
+    return diffedit_region(pipe, image, instruction, edit_size, generator=generator)
