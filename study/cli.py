@@ -15,7 +15,8 @@ def _config(args) -> "StudyConfig | None":
     overrides = {}
     if getattr(args, "config", None):
         overrides.update(StudyConfig.from_json_file(args.config).to_dict())
-    for name in ("trials_per_participant", "fast_threshold_s", "max_votes_per_cell", "completion_code"):
+    for name in ("trials_per_participant", "fast_threshold_s", "max_votes_per_cell", "completion_code",
+                 "new_participants_burst", "new_participants_per_minute"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -31,6 +32,8 @@ def cmd_prepare(args) -> int:
                       seed=args.seed, shard=parse_shard(args.shard), progress=not args.quiet)
     print(f"rendered {summary.rendered}, skipped {summary.skipped} (already done), "
           f"failed {summary.failed}, {summary.seconds:.1f} s")
+    for item_id, methods in summary.identical:
+        print(f"identical outputs for item {item_id}: {', '.join(methods)} (never shown as a pair)")
     return 0
 
 
@@ -66,7 +69,8 @@ def cmd_simulate(args) -> int:
     print(f"participants {report.participants} (completed {report.completed}, no work {report.no_work}), "
           f"votes acknowledged {report.acknowledged}, stored {stored}, lost {lost}, "
           f"duplicate submissions refused {report.duplicates}, wall {report.wall_s:.1f} s, "
-          f"{report.votes_per_s:.1f} votes/s, errors {len(report.errors)}")
+          f"{report.votes_per_s:.1f} votes/s, vote latency p50 {1000 * report.vote_latency_quantile(0.5):.0f} ms "
+          f"p95 {1000 * report.vote_latency_quantile(0.95):.0f} ms, errors {len(report.errors)}")
     for error in report.errors[:10]:
         print("  error:", error, file=sys.stderr)
     return 0 if lost == 0 and not report.errors else 1
@@ -108,7 +112,7 @@ def cmd_admin(args) -> int:
     service = StudyService(args.db, args.stimuli or ".", None)
     try:
         frame = {"progress": service.progress, "participants": service.participants,
-                 "exclusions": service.exclusions}[args.report]()
+                 "exclusions": service.exclusions, "identical": service.identical_pairs}[args.report]()
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(frame.to_string(index=False) if len(frame) else "(none)")
         if args.report == "exclusions":
@@ -124,6 +128,10 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast-threshold", dest="fast_threshold_s", type=float, help="flag answers faster (s)")
     p.add_argument("--max-votes-per-cell", type=int, help="cap per (item, method pair)")
     p.add_argument("--completion-code", help="fixed completion code (default: one per participant)")
+    p.add_argument("--new-participants-burst", type=int,
+                   help="new participant ids one client address may create at once (0: unlimited)")
+    p.add_argument("--new-participants-per-minute", type=float,
+                   help="... and per minute after the burst")
 
 
 def register(subparsers) -> None:
@@ -172,7 +180,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("admin", help="progress, participants, exclusions")
-    p.add_argument("report", choices=["progress", "participants", "exclusions"])
+    p.add_argument("report", choices=["progress", "participants", "exclusions", "identical"])
     p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--stimuli", default="stimuli")
     p.set_defaults(func=cmd_admin)

@@ -7,29 +7,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study.exclusion import ExclusionRule
+
 
 @dataclass(frozen=True)
 class StudyConfig:
     """Design parameters of one study run; every change is recorded in ``study_config``."""
 
     trials_per_participant: int = 40
-    check_every: int = 10          # one check trial per block of this many (A.9.4: ~1 in 10)
-    check_offset: int = 5          # position of the check inside each block (1-based)
-    fast_threshold_s: float = 1.5  # answers faster than this are flagged (A.9.7)
-    hold_timeout_s: float = 1800.0  # a served, unanswered trial counts as a hold this long
+    # check trials, scaled to the number of trials (A.9.4: ~1 in 10, at least enough for the rule)
+    min_attention_checks: int = 5    # every participant gets at least this many attention checks
+    attention_share: float = 0.1     # ... or this share of their trials, whichever is more
+    repeat_share: float = 0.05       # repeated pairs (sides swapped): this share, at least one
+    fast_threshold_s: float = 1.5    # answers faster than this (client-measured) are flagged (A.9.7)
+    hold_timeout_s: float = 600.0    # a served, unanswered trial counts as a hold this long ...
+    consent_hold_s: float = 60.0     # ... but a participant's first trial only this long
     max_votes_per_cell: int | None = None  # cap per (item, method pair); None = unlimited
-    exclude_attention_failures: int = 2    # exclude a participant failing >= this many attention checks
-    exclude_fast_fraction: float = 0.5     # ... or answering >= this fraction of trials too fast
-    completion_code: str | None = None     # a fixed study code (e.g. Prolific); else per participant
+    min_attention_pass: float = 0.8  # exclusion: passed share of attention checks below this
+    max_fast_share: float = 0.5      # exclusion: ... or this share of answers too fast
+    completion_code: str | None = None     # a fixed study code (e.g. Prolific); else one per participant
     zoom_window: int = 384                 # side of the full-resolution zoom crop in pixels
+    new_participants_burst: int = 20       # per client address: new participant ids at once ...
+    new_participants_per_minute: float = 10.0  # ... then this many per minute
+
+    @property
+    def rule(self) -> ExclusionRule:
+        return ExclusionRule(min_attention_pass=self.min_attention_pass,
+                             fast_threshold_s=self.fast_threshold_s, max_fast_share=self.max_fast_share)
 
     def exclusion_rule(self) -> str:
-        return (
-            f"exclude all votes of a participant who fails >= {self.exclude_attention_failures} "
-            f"attention checks (answer != the intact side) or answers >= {self.exclude_fast_fraction:.0%} "
-            f"of trials in < {self.fast_threshold_s:g} s; repeated-pair inconsistency is reported, "
-            f"not used for exclusion; excluded votes stay in the export with excluded=1"
-        )
+        return self.rule.describe()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

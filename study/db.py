@@ -26,10 +26,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column, sessionmaker
 
 CHOICES = ("left", "right", "both_good", "both_bad")
@@ -146,9 +147,16 @@ class Vote(Base):
     halluc_left: Mapped[bool] = mapped_column(Boolean)
     halluc_right: Mapped[bool] = mapped_column(Boolean)
     answered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    latency_ms: Mapped[int] = mapped_column(Integer)
-    fast: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[int] = mapped_column(Integer)  # server clock: served_at -> answered_at
+    fast: Mapped[bool] = mapped_column(Boolean)  # by the response time below (else latency_ms)
     client: Mapped[str] = mapped_column(String(16))  # gradio | api | inprocess
+    # measured by the participant's client: trial on screen -> click (None: client sent none)
+    client_latency_ms: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+
+    @property
+    def response_ms(self) -> int:
+        """The response time the exclusion rule uses: the client's, else the server's."""
+        return self.client_latency_ms if self.client_latency_ms is not None else self.latency_ms
 
 
 class StudyConfigRecord(Base):
@@ -188,7 +196,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def _sqlite_begin(conn) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writes take the write lock up front; read-only sessions pass
+    # ``execution_options(sqlite_begin="DEFERRED")`` and read a WAL snapshot without it.
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql("BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | Path) -> Engine:
@@ -205,8 +216,22 @@ def make_engine(url: str | Path) -> Engine:
     return engine
 
 
+ADDED_COLUMNS = {"votes": {"client_latency_ms": "INTEGER"}}  # columns newer than the first schema
+
+
 def init_db(engine: Engine) -> None:
+    """Create the tables; add columns that databases made by an earlier version lack."""
     Base.metadata.create_all(engine)
+    inspector = inspect(engine)
+    for table, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for name, sql_type in columns.items():
+            if name not in present:
+                try:
+                    with engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+                except (OperationalError, ProgrammingError):  # a concurrent process added it
+                    pass
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -244,8 +269,14 @@ def latest_config(session: Session) -> Optional[StudyConfigRecord]:
 
 def votes_frame(url: str | Path) -> pd.DataFrame:
     """The canonical votes table: one row per vote (see ``VOTE_COLUMNS``) plus provenance
-    and quality flags (``fast_flag``, ``excluded``, ``exclusion_reason``); nothing is dropped."""
-    from study.quality import exclusions_for
+    and quality flags (``fast_flag``, ``excluded``, ``exclusion_reason``); nothing is dropped.
+
+    ``latency_ms`` is the response time the exclusion rule uses: measured by the participant's
+    client when it reported one (``latency_source=client``), else the server's served -> answered
+    time (``server``), which is also given as ``server_latency_ms``. ``excluded`` is the recorded
+    rule (``study.exclusion``) applied to this table, exactly as the analysis applies it."""
+    from study.config import StudyConfig
+    from study.exclusion import participant_verdicts
 
     engine = make_engine(url)
     try:
@@ -259,13 +290,12 @@ def votes_frame(url: str | Path) -> pd.DataFrame:
             .join(right, Trial.right_output_id == right.id)
             .order_by(Participant.id, Trial.seq)
         )
-        with Session(engine) as session:
+        with Session(engine.execution_options(sqlite_begin="DEFERRED")) as session:
             rows = session.execute(query).all()
             config = latest_config(session)
-            excluded = exclusions_for(session, config.config_json if config else None)
+        rule = StudyConfig.from_dict(config.config_json if config else None).rule
         records = []
         for vote, trial, participant, m_left, m_right, p_left, p_right in rows:
-            verdict = excluded.get(participant.id)
             records.append({
                 "participant_id": participant.pseudonym,
                 "item_id": trial.item_id,
@@ -278,20 +308,28 @@ def votes_frame(url: str | Path) -> pd.DataFrame:
                 "served_at": iso(trial.served_at),
                 "answered_at": iso(vote.answered_at),
                 "expected_choice": trial.expected or "",
-                "latency_ms": int(vote.latency_ms),
+                "latency_ms": int(vote.response_ms),
                 "trial_id": trial.id,
                 "seq": trial.seq,
                 "repeat_of": trial.repeat_of if trial.repeat_of is not None else "",
                 "output_left": p_left,
                 "output_right": p_right,
                 "fast_flag": int(vote.fast),
-                "excluded": int(bool(verdict and verdict.excluded)),
-                "exclusion_reason": verdict.reason if verdict else "",
+                "excluded": 0,
+                "exclusion_reason": "",
                 "client": vote.client,
+                "server_latency_ms": int(vote.latency_ms),
+                "latency_source": "client" if vote.client_latency_ms is not None else "server",
             })
         columns = VOTE_COLUMNS + ["trial_id", "seq", "repeat_of", "output_left", "output_right",
-                                  "fast_flag", "excluded", "exclusion_reason", "client"]
-        return pd.DataFrame.from_records(records, columns=columns)
+                                  "fast_flag", "excluded", "exclusion_reason", "client",
+                                  "server_latency_ms", "latency_source"]
+        frame = pd.DataFrame.from_records(records, columns=columns)
+        if len(frame):
+            verdicts = participant_verdicts(frame, rule).set_index("participant_id")
+            frame["excluded"] = frame["participant_id"].map(verdicts["excluded"]).astype(int)
+            frame["exclusion_reason"] = frame["participant_id"].map(verdicts["reason"])
+        return frame
     finally:
         engine.dispose()
 

@@ -1,13 +1,18 @@
-"""Per-participant quality figures and the exclusion verdict (reported, never silent)."""
+"""Per-participant quality figures and the exclusion verdict (reported, never silent).
+
+The verdict is ``study.exclusion``'s rule, the same function the export and the analysis apply.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from study.config import StudyConfig
 from study.db import Participant, Trial, Vote
+from study.exclusion import participant_verdicts
 
 
 @dataclass
@@ -30,36 +35,30 @@ def _flip(choice: str) -> str:
 
 def participant_quality(session: Session, config: StudyConfig) -> list[ParticipantQuality]:
     rows = session.execute(
-        select(Participant.id, Trial.id, Trial.kind, Trial.expected, Trial.repeat_of, Vote.choice, Vote.fast)
+        select(Participant.id, Trial.id, Trial.kind, Trial.expected, Trial.repeat_of, Vote)
         .join(Trial, Trial.participant_id == Participant.id)
         .join(Vote, Vote.trial_id == Trial.id)
         .order_by(Participant.id, Trial.seq)
     ).all()
-    by_participant: dict[int, list] = {}
-    for row in rows:
-        by_participant.setdefault(row[0], []).append(row)
+    if not rows:
+        return []
+    frame = pd.DataFrame({
+        "participant_id": [f"p{r[0]:04d}" for r in rows], "trial_id": [r[1] for r in rows],
+        "trial_kind": [r[2] for r in rows], "expected_choice": [r[3] or "" for r in rows],
+        "repeat_of": [r[4] for r in rows], "choice": [r[5].choice for r in rows],
+        "latency_ms": [r[5].response_ms for r in rows]})
+    verdicts = participant_verdicts(frame, config.rule).set_index("participant_id")
     result = []
-    for pid, votes in by_participant.items():
-        choice_of = {trial_id: choice for _, trial_id, _, _, _, choice, _ in votes}
-        attention = [(exp, ch) for _, _, kind, exp, _, ch, _ in votes if kind == "attention"]
-        repeats = [(rep, ch) for _, _, kind, _, rep, ch, _ in votes if kind == "repeat" and rep in choice_of]
-        failed = sum(ch != exp for exp, ch in attention)
-        inconsistent = sum(_flip(choice_of[rep]) != ch for rep, ch in repeats)
-        fast = sum(bool(v[6]) for v in votes)
-        reasons = []
-        if failed >= config.exclude_attention_failures:
-            reasons.append(f"failed {failed}/{len(attention)} attention checks")
-        if votes and fast / len(votes) >= config.exclude_fast_fraction:
-            reasons.append(f"{fast}/{len(votes)} answers faster than {config.fast_threshold_s:g} s")
+    for pid, votes in frame.groupby("participant_id", sort=True):
+        choice_of = dict(zip(votes.trial_id, votes.choice))
+        repeats = votes[(votes.trial_kind == "repeat") & votes.repeat_of.isin(list(choice_of))]
+        verdict = verdicts.loc[pid]
         result.append(ParticipantQuality(
-            participant=f"p{pid:04d}", votes=len(votes), attention_total=len(attention),
-            attention_failed=failed, repeat_total=len(repeats), repeat_inconsistent=inconsistent,
-            fast=fast, left_chosen=sum(v[5] == "left" for v in votes),
-            excluded=bool(reasons), reason="; ".join(reasons)))
+            participant=pid, votes=len(votes), attention_total=int(verdict.attention_trials),
+            attention_failed=int(verdict.attention_trials - verdict.attention_passed),
+            repeat_total=len(repeats),
+            repeat_inconsistent=int(sum(_flip(choice_of[int(rep)]) != ch
+                                        for rep, ch in zip(repeats.repeat_of, repeats.choice))),
+            fast=int(verdict.n_fast), left_chosen=int((votes.choice == "left").sum()),
+            excluded=bool(verdict.excluded), reason=str(verdict.reason)))
     return result
-
-
-def exclusions_for(session: Session, config_dict: dict | None) -> dict[int, ParticipantQuality]:
-    """Quality verdicts keyed by participant row id, under the recorded configuration."""
-    config = StudyConfig.from_dict(config_dict)
-    return {int(q.participant[1:]): q for q in participant_quality(session, config)}

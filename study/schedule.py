@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from typing import Hashable, Iterable, Literal, Mapping
 
 Kind = Literal["main", "attention", "repeat"]
@@ -32,12 +33,37 @@ def pair_key(a: str, b: str) -> str:
     return f"{first}|{second}"
 
 
-def trial_kind(seq: int, check_every: int, check_offset: int) -> Kind:
-    """Position ``seq`` (1-based): one check per block of ``check_every``, alternating
-    attention (broken vs intact output) and repeat (an earlier pair, sides swapped)."""
-    if check_every <= 0 or seq < check_offset or (seq - check_offset) % check_every:
-        return "main"
-    return "attention" if ((seq - check_offset) // check_every) % 2 == 0 else "repeat"
+def check_counts(n_trials: int, min_attention: int, attention_share: float,
+                 repeat_share: float) -> tuple[int, int]:
+    """(attention checks, repeats) for a participant with ``n_trials`` trials: attention checks
+    are ``max(min_attention, ceil(share * n))`` so the exclusion rule can fire at any length,
+    repeats ``max(1, round(share * n))`` when ``repeat_share > 0``; at most half the trials are checks."""
+    if n_trials <= 0:
+        return 0, 0
+    attention = max(min_attention, math.ceil(attention_share * n_trials - 1e-9)) if (
+        min_attention > 0 or attention_share > 0) else 0
+    repeats = max(1, round(repeat_share * n_trials)) if repeat_share > 0 else 0
+    attention = min(attention, n_trials // 2)
+    repeats = min(repeats, max(0, n_trials // 2 - attention))
+    return attention, repeats
+
+
+def check_plan(n_trials: int, min_attention: int, attention_share: float,
+               repeat_share: float) -> dict[int, Kind]:
+    """Positions (1-based) of the check trials: evenly spread over the participant's trials,
+    repeats spread evenly among the checks and never first (a repeat needs an earlier trial)."""
+    attention, repeats = check_counts(n_trials, min_attention, attention_share, repeat_share)
+    total = attention + repeats
+    plan: dict[int, Kind] = {}
+    for j in range(total):
+        seq = math.floor((j + 0.5) * n_trials / total) + 1
+        is_repeat = (j + 1) * repeats // total > j * repeats // total
+        plan[seq] = "repeat" if is_repeat else "attention"
+    return plan
+
+
+def trial_kind(seq: int, plan: Mapping[int, Kind]) -> Kind:
+    return plan.get(seq, "main")
 
 
 def choose_cell(

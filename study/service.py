@@ -7,15 +7,18 @@ trial; a vote names its trial id and is stored at most once (``UNIQUE(votes.tria
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import secrets
+import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,14 +43,25 @@ from study.db import (
     utcnow,
 )
 from study.quality import participant_quality
+from study.ratelimit import TokenBucket
 
-PUBLIC_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-STIMULUS_NAME = re.compile(r"^[0-9a-f]{16,64}\.png$")
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # always with fullmatch: "$" admits a final "\n"
+STIMULUS_NAME = re.compile(r"[0-9a-f]{16,64}\.png")
+MAX_ID = 2**31 - 1  # ids are 32-bit on every backend (PostgreSQL INTEGER)
+MAX_CLIENT_LATENCY_MS = 24 * 3600 * 1000
 _PG_ASSIGN_LOCK = 0x5EED_57D1  # one advisory lock: trial assignment is serialised on PostgreSQL
 
 
 class StudyError(ValueError):
     """A request the study refuses (unknown participant, someone else's trial, bad choice)."""
+
+
+class RateLimited(StudyError):
+    """Too many new participant ids from one client address in a short time."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -86,6 +100,7 @@ class Catalog:
     outputs: dict[str, dict[str, Output]] = field(default_factory=dict)  # item -> method -> output
     cells: list[tuple[str, str]] = field(default_factory=list)  # (item_id, "a|b")
     by_id: dict[int, Output] = field(default_factory=dict)
+    identical: list[tuple[str, str]] = field(default_factory=list)  # cells never scheduled
 
     @property
     def methods(self) -> list[str]:
@@ -96,11 +111,20 @@ class StudyService:
     def __init__(self, db_url: str | Path, stimuli_dir: str | Path, config: StudyConfig | None = None):
         self.engine = make_engine(db_url)
         init_db(self.engine)
-        self.Session = session_factory(self.engine)
+        self.Session = session_factory(self.engine)  # writes (SQLite: BEGIN IMMEDIATE)
+        self.ReadSession = session_factory(self.engine.execution_options(sqlite_begin="DEFERRED"))
+        self._write_lock = threading.Lock()  # one writer per process: no busy-waiting in SQLite
+        self._pg = self.engine.dialect.name == "postgresql"
         self.stimuli_dir = Path(stimuli_dir).resolve()
         self.config = self._record_config(config)
-        self.secret = self._setting("secret", lambda: secrets.token_hex(16))
+        # The key Gradio's BrowserState encrypts the participant's own id with in their browser.
+        # Gradio sends it to every visitor, so it is public by design and protects nothing else;
+        # completion codes are random and stored, never derived from it.
+        self.browser_key = self._setting("browser_state_key", lambda: secrets.token_hex(16))
+        self.join_limiter = TokenBucket(self.config.new_participants_burst,
+                                        self.config.new_participants_per_minute)
         self.catalog = self.load_catalog()
+        self._zoom_dir: Path | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _record_config(self, config: StudyConfig | None) -> StudyConfig:
@@ -124,8 +148,10 @@ class StudyService:
             return session.get(Setting, key).value
 
     def load_catalog(self) -> Catalog:
+        """Items, outputs and schedulable cells. Outputs of one item with identical pixels
+        (``params_json["pixels_sha256"]``, else identical files) are never paired."""
         catalog = Catalog()
-        with self.Session() as session:
+        with self.ReadSession() as session:
             for item in session.scalars(select(Item)):
                 catalog.items[item.id] = item
             for out in session.scalars(select(Output).where(Output.failed.is_(False), Output.path.is_not(None))):
@@ -133,23 +159,43 @@ class StudyService:
                     catalog.outputs.setdefault(out.item_id, {})[out.method] = out
                     catalog.by_id[out.id] = out
         for item_id in sorted(catalog.outputs):
-            methods = [m for m in catalog.outputs[item_id] if m != BROKEN_METHOD]
-            catalog.cells += [(item_id, schedule.pair_key(a, b)) for a, b in schedule.method_pairs(methods)]
+            per = catalog.outputs[item_id]
+            methods = [m for m in per if m != BROKEN_METHOD]
+            for a, b in schedule.method_pairs(methods):
+                cell = (item_id, schedule.pair_key(a, b))
+                if _pixels(per[a]) == _pixels(per[b]):
+                    catalog.identical.append(cell)
+                else:
+                    catalog.cells.append(cell)
         self.catalog = catalog
         return catalog
 
     @property
     def allowed_paths(self) -> list[str]:
-        return [str(self.stimuli_dir)]
+        """The exact files the participant flow shows (sources, outputs, rubric images): Gradio
+        serves nothing else from the stimuli folder, whatever else is put there."""
+        names = {item.source_path for item in self.catalog.items.values()}
+        names |= {out.path for out in self.catalog.by_id.values()}
+        paths = [str(self.stimuli_dir / name) for name in sorted(names)]
+        return paths + [path for path, _ in self.rubric_examples()]
 
     def stimulus_path(self, name: str) -> Path:
-        """Full path of a served stimulus; only content-hash PNG names inside the directory."""
-        if not STIMULUS_NAME.match(name):
+        """Full path of a served stimulus: only the catalog's content-hash PNG names."""
+        if not STIMULUS_NAME.fullmatch(name) or name not in self._served_names:
             raise StudyError("no such stimulus")
         path = self.stimuli_dir / name
         if not path.is_file():
             raise StudyError("no such stimulus")
         return path
+
+    @property
+    def _served_names(self) -> set[str]:
+        catalog = self.catalog
+        if getattr(self, "_names_for", None) is not catalog:
+            self._names = ({i.source_path for i in catalog.items.values()}
+                           | {o.path for o in catalog.by_id.values()})
+            self._names_for = catalog
+        return self._names
 
     def rubric_examples(self) -> list[tuple[str, str]]:
         """(path, caption) pairs of the hallucination rubric illustrations written by prepare."""
@@ -162,99 +208,162 @@ class StudyService:
                 out.append((str(path), caption))
         return out
 
+    @property
+    def zoom_dir(self) -> Path:
+        """Where the fixed-size zoom crops are written (a private temporary folder)."""
+        if self._zoom_dir is None:
+            import tempfile
+
+            self._zoom_dir = Path(tempfile.mkdtemp(prefix="study-zoom-"))
+        return self._zoom_dir
+
+    # -- transactions --------------------------------------------------------------------
+    @contextmanager
+    def _write(self):
+        """A write transaction, serialised: in process by a lock (so SQLite never busy-waits
+        between this server's own threads), across processes by SQLite's write lock (BEGIN
+        IMMEDIATE) or a PostgreSQL advisory lock, so trial assignment sees every hold."""
+        with self._write_lock, self.Session.begin() as session:
+            if self._pg:
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_ASSIGN_LOCK})
+            yield session
+
     # -- participant flow ----------------------------------------------------------------
-    def join(self, public_id: str | None = None) -> str:
-        """Register (or find) a participant; a URL id such as a Prolific PID, else a new token."""
+    def join(self, public_id: str | None = None, client: str | None = None) -> str:
+        """Register (or find) a participant; a URL id such as a Prolific PID, else a new token.
+        ``client`` (the request's address) is rate limited in how many new ids it may create."""
         source = "url"
         if not public_id:
             public_id, source = secrets.token_urlsafe(12), "token"
-        if not PUBLIC_ID.match(public_id):
+        if not isinstance(public_id, str) or not PUBLIC_ID.fullmatch(public_id):
             raise StudyError("participant id must be 1-128 letters, digits, '-', '_' or '.'")
-        with self.Session.begin() as session:
+        with self.ReadSession() as session:
+            if session.scalar(select(Participant.id).where(Participant.public_id == public_id)) is not None:
+                return public_id
+        if client is not None and not self.join_limiter.allow(client):
+            wait = self.join_limiter.retry_after(client)
+            raise RateLimited(f"too many new participants from this address; retry in {math.ceil(wait)} s",
+                              wait)
+        with self._write() as session:
             insert_ignore(session, Participant, {
                 "public_id": public_id, "id_source": source, "created_at": utcnow(),
                 "n_trials": self.config.trials_per_participant})
         return public_id
 
     def consent(self, public_id: str) -> TrialView:
-        with self.Session.begin() as session:
+        """Record consent and fix the participant's number of trials to what the schedule can
+        still give them (so the counter never promises trials that do not exist)."""
+        with self._write() as session:
             participant = self._participant(session, public_id)
             if participant.consent_at is None:
                 participant.consent_at = utcnow()
-        return self.current(public_id)
+                participant.n_trials = self._feasible_trials(session, participant)
+            return self._current(session, participant)
 
     def current(self, public_id: str) -> TrialView:
         """The participant's current screen; assigns the next trial when none is pending."""
-        for attempt in range(3):
-            try:
-                with self.Session.begin() as session:
-                    return self._current(session, public_id)
-            except IntegrityError:  # a concurrent request assigned the same position first
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        with self.ReadSession() as session:
+            view = self._current(session, self._participant(session, public_id), assign=False)
+        if view is not None:
+            return view
+        with self._write() as session:
+            return self._current(session, self._participant(session, public_id))
 
     def vote(self, public_id: str, trial_id: int, choice: str, halluc_left: bool = False,
-             halluc_right: bool = False, client: str = "api") -> VoteResult:
-        """Store the vote for ``trial_id`` once; a repeated submission is acknowledged as a duplicate."""
+             halluc_right: bool = False, client: str = "api",
+             client_latency_ms: int | None = None) -> VoteResult:
+        """Store the vote for ``trial_id`` once (a repeated submission is acknowledged as a
+        duplicate) and assign the next trial, in one transaction. ``client_latency_ms`` is the
+        response time measured by the participant's client (trial on screen -> click)."""
         if choice not in CHOICES:
             raise StudyError(f"choice must be one of {', '.join(CHOICES)}")
-        with self.Session.begin() as session:
+        if isinstance(trial_id, bool) or not isinstance(trial_id, int) or not 1 <= trial_id <= MAX_ID:
+            raise StudyError("this trial does not belong to this participant")
+        if client_latency_ms is not None and (isinstance(client_latency_ms, bool) or not isinstance(
+                client_latency_ms, int) or not 0 <= client_latency_ms <= MAX_CLIENT_LATENCY_MS):
+            raise StudyError(f"client_latency_ms must be an integer in 0..{MAX_CLIENT_LATENCY_MS}")
+        with self._write() as session:
             participant = self._participant(session, public_id)
-            trial = session.get(Trial, int(trial_id))
+            trial = session.get(Trial, trial_id)
             if trial is None or trial.participant_id != participant.id:
                 raise StudyError("this trial does not belong to this participant")
             answered_at = utcnow()
-            latency_ms = int((answered_at - trial.served_at).total_seconds() * 1000)
+            latency_ms = max(0, int((answered_at - trial.served_at).total_seconds() * 1000))
+            response_ms = client_latency_ms if client_latency_ms is not None else latency_ms
             inserted = insert_ignore(session, Vote, {
                 "trial_id": trial.id, "choice": choice, "halluc_left": bool(halluc_left),
                 "halluc_right": bool(halluc_right), "answered_at": answered_at,
-                "latency_ms": latency_ms, "fast": latency_ms < self.config.fast_threshold_s * 1000,
-                "client": client})
-        return VoteResult("recorded" if inserted else "duplicate", self.current(public_id))
+                "latency_ms": latency_ms, "client_latency_ms": client_latency_ms,
+                "fast": bool(self.config.rule.is_fast(response_ms)), "client": client})
+            view = self._current(session, participant)
+        return VoteResult("recorded" if inserted else "duplicate", view)
 
     # -- internals -----------------------------------------------------------------------
     def _participant(self, session: Session, public_id: str) -> Participant:
+        if not isinstance(public_id, str) or not PUBLIC_ID.fullmatch(public_id):
+            raise StudyError("unknown participant")
         participant = session.scalars(select(Participant).where(Participant.public_id == public_id)).first()
         if participant is None:
             raise StudyError("unknown participant")
         return participant
 
-    def completion_code(self, public_id: str) -> str:
+    def issue_completion_code(self) -> str:
+        """A fixed study code when configured, else a fresh random code (stored with the
+        participant; nothing a participant can see lets them derive another one)."""
         if self.config.completion_code:
             return self.config.completion_code
-        return f"{schedule.stable_hash(self.secret, public_id):016X}"[:10]
+        return secrets.token_hex(5).upper()
 
-    def _current(self, session: Session, public_id: str) -> TrialView:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_ASSIGN_LOCK})
-        participant = self._participant(session, public_id)
+    def check_plan(self, n_trials: int) -> dict[int, str]:
+        c = self.config
+        return schedule.check_plan(n_trials, c.min_attention_checks, c.attention_share, c.repeat_share)
+
+    def _feasible_trials(self, session: Session, participant: Participant) -> int:
+        """The most trials (<= the configured number) whose main trials fit in the cells that
+        still have room for votes (pending holds do not count: they may expire)."""
+        cap = self.config.max_votes_per_cell
+        if cap is None:
+            room = len(self.catalog.cells)
+        else:
+            votes = self._cell_votes(session)
+            room = sum(votes.get(cell, 0) < cap for cell in self.catalog.cells)
+        for n in range(participant.n_trials, 0, -1):
+            if n - len(self.check_plan(n)) <= room:
+                return n
+        return 0
+
+    def _current(self, session: Session, participant: Participant, assign: bool = True) -> TrialView | None:
+        """The participant's screen; with ``assign=False`` None when a new trial must be assigned."""
         if participant.consent_at is None:
-            return TrialView("consent", public_id, n=participant.n_trials)
-        pending = session.scalars(
-            select(Trial).outerjoin(Vote, Vote.trial_id == Trial.id)
-            .where(Trial.participant_id == participant.id, Vote.id.is_(None))
-            .order_by(Trial.seq).limit(1)).first()
+            return TrialView("consent", participant.public_id, n=participant.n_trials)
+        history = session.execute(
+            select(Trial, Vote.id).outerjoin(Vote, Vote.trial_id == Trial.id)
+            .where(Trial.participant_id == participant.id).order_by(Trial.seq)).all()
+        pending = next((t for t, vote_id in history if vote_id is None), None)
         if pending is not None:
             return self._view(participant, pending)
         if participant.completed_at is not None:
-            return self._done(participant)
-        done = session.scalar(select(func.count(Trial.id)).where(Trial.participant_id == participant.id))
+            return self._done(participant, len(history))
+        if participant.n_trials == 0 and not history:
+            return TrialView("no_work", participant.public_id)
+        if not assign:
+            return None
+        trials = [t for t, _ in history]
         trial = None
-        if done < participant.n_trials:
-            trial = self._assign(session, participant, done + 1)
+        if len(trials) < participant.n_trials:
+            trial = self._assign(session, participant, trials, len(trials) + 1)
         if trial is None:
-            if done == 0:
-                return TrialView("no_work", public_id)
+            if not trials:
+                return TrialView("no_work", participant.public_id)
             participant.completed_at = utcnow()
-            participant.completion_code = self.completion_code(public_id)
-            return self._done(participant)
+            participant.completion_code = self.issue_completion_code()
+            return self._done(participant, len(trials))
         session.add(trial)
         session.flush()
         return self._view(participant, trial)
 
-    def _done(self, participant: Participant) -> TrialView:
-        return TrialView("done", participant.public_id, k=participant.n_trials, n=participant.n_trials,
+    def _done(self, participant: Participant, answered: int) -> TrialView:
+        return TrialView("done", participant.public_id, k=answered, n=participant.n_trials,
                          completion_code=participant.completion_code or "")
 
     def _view(self, participant: Participant, trial: Trial) -> TrialView:
@@ -264,10 +373,8 @@ class StudyService:
                          n=participant.n_trials, instruction=item.instruction, source=item.source_path,
                          left=by_id[trial.left_output_id].path, right=by_id[trial.right_output_id].path)
 
-    def _assign(self, session: Session, participant: Participant, seq: int) -> Trial | None:
-        history = session.scalars(select(Trial).where(Trial.participant_id == participant.id)
-                                  .order_by(Trial.seq)).all()
-        kind = schedule.trial_kind(seq, self.config.check_every, self.config.check_offset)
+    def _assign(self, session: Session, participant: Participant, history: list[Trial], seq: int) -> Trial | None:
+        kind = schedule.trial_kind(seq, self.check_plan(participant.n_trials))
         trial = None
         if kind == "repeat":
             trial = self._repeat_trial(participant, history, seq)
@@ -282,17 +389,39 @@ class StudyService:
         return Trial(participant_id=participant.id, seq=seq, kind=kind, item_id=item_id, pair=pair,
                      left_output_id=left.id, right_output_id=right.id, served_at=utcnow(), **extra)
 
-    def _main_trial(self, session: Session, participant: Participant, history: list[Trial], seq: int):
-        cutoff = utcnow() - dt.timedelta(seconds=self.config.hold_timeout_s)
-        answered = select(Vote.trial_id)
-        load_rows = session.execute(
+    def _cell_votes(self, session: Session) -> dict[tuple[str, str], int]:
+        rows = session.execute(
+            select(Trial.item_id, Trial.pair, func.count(Vote.id)).join(Vote, Vote.trial_id == Trial.id)
+            .where(Trial.kind == "main").group_by(Trial.item_id, Trial.pair)).all()
+        return {(item, pair): n for item, pair, n in rows}
+
+    def _cell_holds(self, session: Session) -> dict[tuple[str, str], int]:
+        """Served, unanswered main trials still holding their cell: a participant's first trial
+        (given at consent, before they have shown they are real) for ``consent_hold_s``, later
+        ones for ``hold_timeout_s``."""
+        now = utcnow()
+        first = now - dt.timedelta(seconds=self.config.consent_hold_s)
+        later = now - dt.timedelta(seconds=self.config.hold_timeout_s)
+        rows = session.execute(
             select(Trial.item_id, Trial.pair, func.count(Trial.id))
-            .where(Trial.kind == "main", (Trial.id.in_(answered)) | (Trial.served_at >= cutoff))
+            .outerjoin(Vote, Vote.trial_id == Trial.id)
+            .where(Trial.kind == "main", Vote.id.is_(None),
+                   or_(and_(Trial.seq == 1, Trial.served_at >= first),
+                       and_(Trial.seq > 1, Trial.served_at >= later)))
             .group_by(Trial.item_id, Trial.pair)).all()
-        load = {(item, pair): n for item, pair, n in load_rows}
+        return {(item, pair): n for item, pair, n in rows}
+
+    def _main_trial(self, session: Session, participant: Participant, history: list[Trial], seq: int):
+        votes = self._cell_votes(session)
+        holds = self._cell_holds(session)
+        load = {cell: votes.get(cell, 0) + holds.get(cell, 0) for cell in set(votes) | set(holds)}
         seen = {(t.item_id, t.pair) for t in history if t.kind == "main"}
         cap = self.config.max_votes_per_cell
-        candidates = [c for c in self.catalog.cells if c not in seen and (cap is None or load.get(c, 0) < cap)]
+        unseen = [c for c in self.catalog.cells if c not in seen]
+        candidates = [c for c in unseen if cap is None or load.get(c, 0) < cap]
+        if not candidates and cap is not None:
+            # Every cell with room is only held, not voted: holds must not lock anyone out.
+            candidates = [c for c in unseen if votes.get(c, 0) < cap]
         item_views = Counter(t.item_id for t in history)
         cell = schedule.choose_cell(candidates, load, item_views, participant.public_id)
         if cell is None:
@@ -347,7 +476,7 @@ class StudyService:
     # -- admin reports (never exposed without the admin token) -----------------------------
     def progress(self) -> pd.DataFrame:
         """Votes and pending holds per (item, method pair) cell of the main schedule."""
-        with self.Session() as session:
+        with self.ReadSession() as session:
             rows = session.execute(
                 select(Trial.item_id, Trial.pair, func.count(Trial.id), func.count(Vote.id))
                 .outerjoin(Vote, Vote.trial_id == Trial.id).where(Trial.kind == "main")
@@ -359,7 +488,7 @@ class StudyService:
         return pd.DataFrame.from_records(records, columns=["item_id", "pair", "votes", "pending"])
 
     def participants(self) -> pd.DataFrame:
-        with self.Session() as session:
+        with self.ReadSession() as session:
             rows = session.execute(
                 select(Participant, func.count(Trial.id), func.count(Vote.id))
                 .outerjoin(Trial, Trial.participant_id == Participant.id)
@@ -374,11 +503,23 @@ class StudyService:
             "trials", "votes", "n_trials"])
 
     def exclusions(self) -> pd.DataFrame:
-        with self.Session() as session:
+        with self.ReadSession() as session:
             quality = participant_quality(session, self.config)
         return pd.DataFrame.from_records([asdict(q) for q in quality], columns=[
             "participant", "votes", "attention_total", "attention_failed", "repeat_total",
             "repeat_inconsistent", "fast", "left_chosen", "excluded", "reason"])
 
+    def identical_pairs(self) -> pd.DataFrame:
+        """(item, method pair) cells left out of the schedule because both outputs are identical."""
+        return pd.DataFrame.from_records(self.catalog.identical, columns=["item_id", "pair"])
+
     def close(self) -> None:
         self.engine.dispose()
+        if self._zoom_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._zoom_dir, ignore_errors=True)
+
+
+def _pixels(output: Output) -> str:
+    return (output.params_json or {}).get("pixels_sha256") or output.sha256 or output.path

@@ -7,6 +7,7 @@ from the database, like an oracle; the server it talks to never reveals it.
 """
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -58,7 +59,8 @@ class Transport(Protocol):
     def join(self, pid: str) -> dict: ...
     def consent(self, pid: str) -> dict: ...
     def current(self, pid: str) -> dict: ...
-    def vote(self, pid: str, trial_id: int, choice: str, hl: bool, hr: bool) -> dict: ...
+    def vote(self, pid: str, trial_id: int, choice: str, hl: bool, hr: bool,
+             latency_ms: int | None = None) -> dict: ...
 
 
 class HTTPTransport:
@@ -91,10 +93,10 @@ class HTTPTransport:
     def current(self, pid):
         return self._ok(self.client.get(f"{self.base}/trial", params={"participant": pid}))
 
-    def vote(self, pid, trial_id, choice, hl, hr):
+    def vote(self, pid, trial_id, choice, hl, hr, latency_ms=None):
         return self._ok(self.client.post(f"{self.base}/vote", json={
             "participant": pid, "trial_id": trial_id, "choice": choice,
-            "halluc_left": hl, "halluc_right": hr}))
+            "halluc_left": hl, "halluc_right": hr, "client_latency_ms": latency_ms}))
 
 
 class InProcessTransport:
@@ -112,8 +114,9 @@ class InProcessTransport:
     def current(self, pid):
         return self.service.current(pid).to_dict()
 
-    def vote(self, pid, trial_id, choice, hl, hr):
-        return self.service.vote(pid, trial_id, choice, hl, hr, client="inprocess").to_dict()
+    def vote(self, pid, trial_id, choice, hl, hr, latency_ms=None):
+        return self.service.vote(pid, trial_id, choice, hl, hr, client="inprocess",
+                                 client_latency_ms=latency_ms).to_dict()
 
 
 @dataclass
@@ -125,6 +128,13 @@ class SimulatedParticipant:
     tie_rate: float = 0.1
     think_s: float = 0.0
     seed: int = 0
+
+    def decision_ms(self, rng: random.Random) -> int:
+        """The simulated time to answer, reported as the client-measured response time: careful
+        participants take a few seconds (log-normal, median 4 s), careless ones click through."""
+        if not self.careful:
+            return int(rng.uniform(300, 900))
+        return int(min(60_000, rng.lognormvariate(8.29, 0.5)))  # exp(8.29) ~ 4 s
 
     def choose(self, method_left: str, method_right: str, rng: random.Random) -> tuple[str, bool, bool]:
         h_left = rng.random() < self.halluc.get(method_left, self.halluc["*"])
@@ -149,6 +159,13 @@ class SimulationReport:
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     acked_trials: list[int] = field(default_factory=list)
+    vote_latency_s: list[float] = field(default_factory=list)  # request time of every vote call
+
+    def vote_latency_quantile(self, q: float) -> float:
+        values = sorted(self.vote_latency_s)
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
     @property
     def votes_per_s(self) -> float:
@@ -164,18 +181,23 @@ def run_participant(transport: Transport, sim: SimulatedParticipant, oracle: dic
         view = transport.consent(sim.pid)
     answered = 0
     while view["status"] == "trial" and (max_trials is None or answered < max_trials):
+        shown = time.perf_counter()
         left = oracle[view["left"].rsplit("/", 1)[-1]]
         right = oracle[view["right"].rsplit("/", 1)[-1]]
         choice, hl, hr = sim.choose(left, right, rng)
         if sim.think_s:
             time.sleep(sim.think_s)
-        result = transport.vote(sim.pid, view["trial_id"], choice, hl, hr)
+        latency_ms = sim.decision_ms(rng) + int(1000 * (time.perf_counter() - shown))
+        sent = time.perf_counter()
+        result = transport.vote(sim.pid, view["trial_id"], choice, hl, hr, latency_ms)
+        took = time.perf_counter() - sent
         with lock:
+            report.vote_latency_s.append(took)
             if result["status"] == "recorded":
                 report.acknowledged += 1
                 report.acked_trials.append(view["trial_id"])
         if double_submit and rng.random() < double_submit:  # a double click
-            again = transport.vote(sim.pid, view["trial_id"], choice, hl, hr)
+            again = transport.vote(sim.pid, view["trial_id"], choice, hl, hr, latency_ms)
             with lock:
                 report.duplicates += again["status"] == "duplicate"
         view = result["next"]

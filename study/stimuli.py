@@ -1,19 +1,27 @@
 """`prepare`: render every method on every item into blinded, content-hash-named PNG stimuli.
 
-Blinding (reference notes A.9.6): files are named by the SHA-256 of their own pixels' PNG
-encoding, re-encoded from raw pixels so no text chunk, EXIF or ICC profile survives, and the
-method, parameters, seed and timings go only into the database (``outputs``). The run is
-resumable (an output already in the database with its file present is skipped) and shardable
-(``shard=(k, n)`` takes every n-th item, so an item's attention stimulus is made next to its
-outputs).
+Blinding (reference notes A.9.6): files are named by the SHA-256 of their own bytes, re-encoded
+from raw pixels so no text chunk, EXIF or ICC profile survives, and the method, parameters, seed
+and timings go only into the database (``outputs``). The bytes a participant receives carry no
+information about the method either: every stimulus of an item (all methods and the attention
+stimulus) is padded to one common byte size (``encode_png(image, size=...)``: empty deflate blocks
+inside the image data, so the file holds only IHDR/IDAT/IEND chunks) and every file gets the same
+modification time (``STIMULUS_MTIME``), so ``Content-Length``, ``Last-Modified`` and ``ETag`` are
+equal within an item. Outputs of different methods with identical pixels are detected and
+reported (``PrepareSummary.identical``); the schedule never pairs them. The run is resumable (an
+output already in the database with its file present is skipped) and shardable (``shard=(k, n)``
+takes every n-th item, so an item's attention stimulus is made next to its outputs).
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import os
+import struct
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -49,18 +57,100 @@ def read_items(path: str | Path) -> list[ItemSpec]:
                          row["instruction"].strip()) for row in csv.DictReader(handle)]
 
 
-def clean_png_bytes(image: Image.Image) -> bytes:
-    """PNG of the pixels only: rebuilt from raw RGB so no metadata chunk can be copied."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+STIMULUS_MTIME = 946684800  # 2000-01-01T00:00:00Z on every stimulus file: no render order in headers
+_PNG_OVERHEAD = len(PNG_SIGNATURE) + 25 + 12  # signature, IHDR chunk, IEND chunk
+_EMPTY_BLOCK = b"\x00\x00\x00\xff\xff"       # a non-final stored deflate block of length 0
+_FINAL_BLOCK = b"\x01\x00\x00\xff\xff"       # the final stored deflate block of length 0
+_MAX_IDAT_CHUNKS = 5  # 12 bytes per chunk: 1..5 chunks reach every residue of the 5-byte blocks
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _filtered_scanlines(rgb: Image.Image) -> bytes:
+    """The PNG filtered scanlines of ``rgb`` (Pillow's adaptive filters), i.e. the IDAT payload
+    before compression."""
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG", compress_level=1)
+    data, pos, idat = buffer.getvalue(), 8, []
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat.append(data[pos + 8:pos + 8 + length])
+        pos += 12 + length
+    return zlib.decompress(b"".join(idat))
+
+
+@dataclass(frozen=True)
+class EncodedPNG:
+    """A PNG split into its fixed parts, so it can be written at any size >= ``min_size``."""
+
+    width: int
+    height: int
+    deflate: bytes  # zlib header + compressed scanlines, ending byte-aligned (sync flush)
+    adler: int
+
+    @property
+    def min_size(self) -> int:
+        return _PNG_OVERHEAD + len(self.deflate) + len(_FINAL_BLOCK) + 4 + 12
+
+    def to_bytes(self, size: int | None = None) -> bytes:
+        """The PNG, exactly ``size`` bytes long when given (``size >= min_size + 60`` always works):
+        empty stored deflate blocks (5 bytes each) and extra IDAT chunks (12 bytes each) make up
+        the difference; decoders see the same pixels."""
+        base = _PNG_OVERHEAD + len(self.deflate) + len(_FINAL_BLOCK) + 4
+        size = size if size is not None else base + 12
+        for n_chunks in range(1, _MAX_IDAT_CHUNKS + 1):
+            extra = size - base - 12 * n_chunks
+            if extra >= 0 and extra % len(_EMPTY_BLOCK) == 0:
+                break
+        else:
+            raise ValueError(f"cannot write a {self.width}x{self.height} PNG of {size} bytes "
+                             f"(at least {self.min_size + 60} always works)")
+        stream = (self.deflate + _EMPTY_BLOCK * (extra // len(_EMPTY_BLOCK)) + _FINAL_BLOCK
+                  + struct.pack(">I", self.adler))
+        cut = [round(i * len(stream) / n_chunks) for i in range(n_chunks + 1)]
+        ihdr = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)  # 8-bit RGB
+        out = (PNG_SIGNATURE + _chunk(b"IHDR", ihdr)
+               + b"".join(_chunk(b"IDAT", stream[a:b]) for a, b in zip(cut, cut[1:]))
+               + _chunk(b"IEND", b""))
+        assert len(out) == size
+        return out
+
+
+def encode_png(image: Image.Image) -> EncodedPNG:
+    """Encode the pixels only (rebuilt from raw RGB: no metadata chunk can be copied)."""
     rgb = image.convert("RGB")
     bare = Image.frombytes("RGB", rgb.size, rgb.tobytes())
-    buffer = io.BytesIO()
-    bare.save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
+    raw = _filtered_scanlines(bare)
+    compressor = zlib.compressobj(6)
+    deflate = compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return EncodedPNG(bare.width, bare.height, deflate, zlib.adler32(raw))
 
 
-def store_png(image: Image.Image, directory: Path) -> tuple[str, str]:
-    """Write the image under its content hash; returns (file name, sha256)."""
-    data = clean_png_bytes(image)
+def fixed_size_bound(width: int, height: int) -> int:
+    """A byte size every ``width`` x ``height`` RGB PNG from ``encode_png`` fits in (deflate's
+    worst-case expansion of the raw scanlines): one size for all images of these dimensions."""
+    raw = height * (1 + 3 * width)
+    bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13 + 5  # zlib's compressBound + flush
+    return _PNG_OVERHEAD + bound + len(_FINAL_BLOCK) + 4 + 12 + 60
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """Identity of the pixels (size and RGB values), independent of the encoding."""
+    rgb = image.convert("RGB")
+    return hashlib.sha256(struct.pack(">II", *rgb.size) + rgb.tobytes()).hexdigest()
+
+
+def clean_png_bytes(image: Image.Image) -> bytes:
+    """PNG of the pixels only, at its natural (smallest) size."""
+    return encode_png(image).to_bytes()
+
+
+def write_stimulus(data: bytes, directory: Path) -> tuple[str, str]:
+    """Write PNG bytes under their content hash with the fixed mtime; returns (file name, sha256)."""
     digest = hashlib.sha256(data).hexdigest()
     name = f"{digest[:32]}.png"
     target = directory / name
@@ -68,17 +158,22 @@ def store_png(image: Image.Image, directory: Path) -> tuple[str, str]:
         tmp = directory / f".{name}.tmp"
         tmp.write_bytes(data)
         tmp.replace(target)
+    os.utime(target, (STIMULUS_MTIME, STIMULUS_MTIME))
     return name, digest
 
 
+def store_png(image: Image.Image, directory: Path) -> tuple[str, str]:
+    """Write the image under its content hash; returns (file name, sha256)."""
+    return write_stimulus(clean_png_bytes(image), directory)
+
+
 def broken_version(image: Image.Image, seed: int = 0) -> Image.Image:
-    """An obviously broken output for attention checks: blocky, blurred and noisy."""
+    """An obviously broken output for attention checks: downscaled x24, blown up blocky, blurred.
+    (No added noise: noise made it the one file of its item that compressed badly; stimulus sizes
+    are padded to one per item anyway.) ``seed`` is kept for the recorded recipe's signature."""
     w, h = image.size
     blocks = image.convert("RGB").resize((max(1, w // 24), max(1, h // 24)), Image.Resampling.BILINEAR)
-    blocky = blocks.resize((w, h), Image.Resampling.NEAREST).filter(ImageFilter.GaussianBlur(radius=max(2, w // 128)))
-    rng = np.random.default_rng(seed)
-    noisy = np.asarray(blocky, dtype=np.float32) + rng.normal(0, 40, size=(h, w, 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    return blocks.resize((w, h), Image.Resampling.NEAREST).filter(ImageFilter.GaussianBlur(radius=max(2, w // 128)))
 
 
 def rubric_example(image: Image.Image, kind: str) -> Image.Image:
@@ -154,6 +249,7 @@ class PrepareSummary:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    identical: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (item, methods)
 
 
 def prepare(items: Iterable[ItemSpec], methods: Iterable[str], size: str, out_dir: str | Path,
@@ -181,8 +277,10 @@ def prepare(items: Iterable[ItemSpec], methods: Iterable[str], size: str, out_di
                 item = _ensure_item(Session, spec, source, out_dir)
                 if _done(Session, item.id, method, out_dir):
                     summary.skipped += 1
-                    continue
-                _render_one(Session, spec, source, method, size, seed, out_dir, render, summary)
+                else:
+                    _render_one(Session, spec, source, method, size, seed, out_dir, render, summary)
+                if method == BROKEN_METHOD:  # the item's last job: equal sizes, identical outputs
+                    summary.identical += equalize_item(Session, spec.item_id, out_dir)
         if items:
             _write_rubric(Image.open(items[0].image), out_dir)
     finally:
@@ -224,7 +322,7 @@ def _render_one(Session, spec, source, method, size, seed, out_dir, render, summ
             failure = "no intact output to break"
         else:
             image = broken_version(Image.open(out_dir / good.path), seed=seed)
-            params = {"derived_from_output": good.id, "recipe": "downscale/24 nearest + blur + noise(40)"}
+            params = {"derived_from_output": good.id, "recipe": "downscale/24 nearest + blur"}
     else:
         try:
             image, params = render(method, source, spec.instruction, size, seed)
@@ -261,6 +359,52 @@ def _reference_size(Session, item_id: str) -> tuple[int, int] | None:
         out = session.scalars(select(Output).where(Output.item_id == item_id, Output.failed.is_(False),
                                                    Output.width.is_not(None)).order_by(Output.id)).first()
         return (out.width, out.height) if out else None
+
+
+def equalize_item(Session, item_id: str, out_dir: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """Pad every stimulus of the item to one byte size and report outputs with identical pixels.
+
+    The common size is the largest natural PNG size among the item's outputs plus a margin that
+    makes every size reachable; files are rewritten under their new content hash (superseded
+    files removed) and the pixel hash is recorded as ``params_json["pixels_sha256"]``. Idempotent:
+    a re-run finds every file already at the common size. Returns ``[(item, methods)]`` for each
+    group of two or more (non-attention) methods whose outputs have identical pixels; the
+    schedule never pairs outputs whose files are identical.
+    """
+    with Session() as session:
+        rows = session.scalars(select(Output).where(
+            Output.item_id == item_id, Output.failed.is_(False), Output.path.is_not(None))
+            .order_by(Output.id)).all()
+    rows = [r for r in rows if (out_dir / r.path).is_file()]
+    encoded, pixels = {}, {}
+    for row in rows:
+        with Image.open(out_dir / row.path) as img:
+            img.load()
+            encoded[row.id] = encode_png(img)
+            pixels[row.id] = pixels_sha256(img)
+    if not rows:
+        return []
+    target = max(e.min_size for e in encoded.values()) + 60
+    superseded = set()
+    with Session.begin() as session:
+        for row in rows:
+            name, digest = write_stimulus(encoded[row.id].to_bytes(target), out_dir)
+            current = session.get(Output, row.id)
+            if current.path != name:
+                superseded.add(current.path)
+            current.path, current.sha256 = name, digest
+            current.params_json = {**current.params_json, "pixels_sha256": pixels[row.id],
+                                   "file_bytes": target}
+        session.flush()
+        in_use = set(session.scalars(select(Output.path).where(Output.path.is_not(None))))
+        in_use |= set(session.scalars(select(Item.source_path)))
+    for name in superseded - in_use:
+        (out_dir / name).unlink(missing_ok=True)
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row.method != BROKEN_METHOD:
+            groups.setdefault(pixels[row.id], []).append(row.method)
+    return [(item_id, tuple(sorted(methods))) for methods in groups.values() if len(methods) > 1]
 
 
 def _write_rubric(source: Image.Image, out_dir: Path) -> None:

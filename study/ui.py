@@ -3,16 +3,25 @@
 ``render_study_tab(service)`` builds the components inside the caller's current Blocks/Tab
 context. Handlers are thin: every decision (which trial, which side, whether a vote counts)
 is made by ``StudyService``. Images are served as the prepared PNG files (content-hash names,
-no metadata), never re-encoded; element ids and labels carry no method names.
+no metadata, one byte size per item), never re-encoded; the zoom crops are written as PNGs of
+one fixed size for their dimensions; element ids and labels carry no method names. The response
+time is measured in the browser (trial on screen -> click) and sent with the vote.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from study.service import StudyError, StudyService, TrialView
+from study.stimuli import encode_png, fixed_size_bound, write_stimulus
+
+# Browser-side response time: the moment a trial is on screen is stamped after every screen
+# update; a vote sends the milliseconds since then (null when no trial was stamped).
+MARK_SHOWN = "() => { window.studyShownAt = performance.now(); }"
+SEND_LATENCY = ("(pid, view, hl, hr, latency) => [pid, view, hl, hr, window.studyShownAt === undefined"
+                " ? null : Math.round(performance.now() - window.studyShownAt)]")
 
 CONSENT = """
 ## Which edit is better?
@@ -57,7 +66,8 @@ def _image_size(path: str) -> tuple[int, int]:
 
 
 def zoom_crops(service: StudyService, view: TrialView, x_pct: float, y_pct: float):
-    """The same full-resolution window from both sides, centred at (x %, y %)."""
+    """The same full-resolution window from both sides, centred at (x %, y %), as paths of PNG
+    files whose byte size depends only on the window's dimensions (no size side channel)."""
     if view.status != "trial":
         return None, None
     crops = []
@@ -69,15 +79,18 @@ def zoom_crops(service: StudyService, view: TrialView, x_pct: float, y_pct: floa
         x0 = int(min(max(cx - side / 2, 0), w - side))
         y0 = int(min(max(cy - side / 2, 0), h - side))
         with Image.open(path) as img:
-            crops.append(np.asarray(img.convert("RGB").crop((x0, y0, x0 + side, y0 + side))))
+            crop = img.convert("RGB").crop((x0, y0, x0 + side, y0 + side))
+        data = encode_png(crop).to_bytes(fixed_size_bound(side, side))
+        crops.append(str(service.zoom_dir / write_stimulus(data, service.zoom_dir)[0]))
     return crops[0], crops[1]
 
 
 def render_study_tab(service: StudyService, storage_key: str = "image-study-participant") -> None:
     """Build the study flow in the current Blocks context (call inside ``with gr.Tab(...)``)."""
-    stored_id = gr.BrowserState(None, storage_key=storage_key, secret=service.secret)
+    stored_id = gr.BrowserState(None, storage_key=storage_key, secret=service.browser_key)
     participant = gr.State(None)
     view_state = gr.State(None)
+    latency = gr.Number(None, visible=False, elem_id="study-latency")
 
     with gr.Column(visible=True, elem_id="study-consent") as consent_col:
         gr.Markdown(CONSENT)
@@ -134,8 +147,8 @@ def render_study_tab(service: StudyService, storage_key: str = "image-study-part
         if message and status == "consent":
             gr.Warning(message)
         if status == "done":
-            done_text = (f"## Thank you!\n\nYou have completed the study. Your completion code is "
-                         f"**`{view.completion_code}`**.")
+            done_text = (f"## Thank you!\n\nYou have completed the study ({view.k} comparisons). "
+                         f"Your completion code is **`{view.completion_code}`**.")
         elif status == "no_work":
             done_text = ("## No work left\n\nAll comparisons of this study have been collected, so "
                          "there is nothing to do for you right now. Thank you for your interest; "
@@ -157,12 +170,15 @@ def render_study_tab(service: StudyService, storage_key: str = "image-study-part
         url_pid = request.query_params.get("pid") if request is not None else None
         return next((p for p in (url_pid, *known) if p), None)
 
+    def client_of(request: gr.Request | None) -> str | None:
+        return request.client.host if request is not None and request.client else None
+
     def on_load(stored: str | None, request: gr.Request):
         pid = identify(request, stored)
         if not pid:
             return show(None)
         try:
-            pid = service.join(pid)
+            pid = service.join(pid, client=client_of(request))
             return show(service.current(pid))
         except StudyError as exc:
             return show(None, str(exc))
@@ -173,17 +189,20 @@ def render_study_tab(service: StudyService, storage_key: str = "image-study-part
             gr.Warning("Please tick the consent box to start.")
             return show(service.current(pid) if pid else None)
         try:
-            pid = service.join(pid)
+            pid = service.join(pid, client=client_of(request))
         except StudyError as exc:
             return show(None, str(exc))
         return show(service.consent(pid))
 
     def make_vote(choice: str):
-        def on_vote(pid: str | None, view: dict | None, h_left: bool, h_right: bool):
+        def on_vote(pid: str | None, view: dict | None, h_left: bool, h_right: bool,
+                    latency_ms: float | None):
             if not pid or not view or view.get("trial_id") is None:
                 return show(service.current(pid) if pid else None)
+            client_ms = int(latency_ms) if latency_ms is not None and 0 <= latency_ms < 8.64e7 else None
             try:
-                result = service.vote(pid, view["trial_id"], choice, h_left, h_right, client="gradio")
+                result = service.vote(pid, view["trial_id"], choice, h_left, h_right, client="gradio",
+                                      client_latency_ms=client_ms)
             except StudyError as exc:
                 gr.Warning(str(exc))
                 return show(service.current(pid))
@@ -201,11 +220,14 @@ def render_study_tab(service: StudyService, storage_key: str = "image-study-part
         return round(100 * x / w), round(100 * y / h)
 
     root = gr.context.Context.root_block
-    root.load(on_load, inputs=[stored_id], outputs=screen, api_visibility="private")
-    start.click(on_start, inputs=[participant, stored_id, agree], outputs=screen, api_visibility="private")
+    root.load(on_load, inputs=[stored_id], outputs=screen, api_visibility="private").then(
+        None, js=MARK_SHOWN, api_visibility="private")
+    start.click(on_start, inputs=[participant, stored_id, agree], outputs=screen,
+                api_visibility="private").then(None, js=MARK_SHOWN, api_visibility="private")
     for choice, button in buttons.items():
-        button.click(make_vote(choice), inputs=[participant, view_state, halluc_left, halluc_right],
-                     outputs=screen, api_visibility="private", concurrency_id="study-vote")
+        button.click(make_vote(choice), inputs=[participant, view_state, halluc_left, halluc_right, latency],
+                     outputs=screen, api_visibility="private", concurrency_id="study-vote",
+                     js=SEND_LATENCY).then(None, js=MARK_SHOWN, api_visibility="private")
     for slider in (zoom_x, zoom_y):
         slider.release(on_zoom, inputs=[view_state, zoom_x, zoom_y], outputs=[zoom_left, zoom_right],
                        api_visibility="private")

@@ -20,7 +20,7 @@ from test_study_support import db_url, prepare_study  # noqa: F401  (fixture)
 def study(db_url, tmp_path):
     stimuli = prepare_study(db_url, tmp_path / "stimuli")
     service = StudyService(db_url, stimuli, StudyConfig(trials_per_participant=24, fast_threshold_s=0.0,
-                                                       exclude_attention_failures=1))
+                                                       new_participants_burst=0))
     yield service
     service.close()
 
@@ -36,9 +36,10 @@ def answer_all(service: StudyService, pid: str, choice="left", limit=None) -> in
 
 
 def test_trial_kinds_and_sides_are_pure_functions():
-    kinds = [schedule.trial_kind(s, 10, 5) for s in range(1, 41)]
-    assert [i + 1 for i, k in enumerate(kinds) if k != "main"] == [5, 15, 25, 35]
-    assert kinds[4] == "attention" and kinds[14] == "repeat"
+    plan = schedule.check_plan(40, 5, 0.1, 0.05)
+    kinds = [schedule.trial_kind(s, plan) for s in range(1, 41)]
+    assert [i + 1 for i, k in enumerate(kinds) if k != "main"] == [3, 9, 15, 21, 26, 32, 38]
+    assert Counter(kinds) == {"main": 33, "attention": 5, "repeat": 2} and kinds[2] == "attention"
     assert schedule.stable_hash("p", "item", "a|b") == schedule.stable_hash("p", "item", "a|b")
     assert len(schedule.method_pairs(["a", "b", "c", "d"])) == 6
     left = right = 0
@@ -70,7 +71,7 @@ def test_schedule_is_balanced_and_counterbalanced(study):
         assert len({(t.item_id, t.pair) for t in own_mains}) == len(own_mains)  # a pair once per item
         first_left = sum(method[t.left_output_id] == t.pair.split("|")[0] for t in own_mains)
         assert abs(2 * first_left - len(own_mains)) <= 1  # 50/50 sides per participant
-        assert Counter(t.kind for t in own) == {"main": 22, "attention": 1, "repeat": 1}
+        assert Counter(t.kind for t in own) == {"main": 18, "attention": 5, "repeat": 1}
         for t in own:
             if t.kind == "attention":
                 good = t.left_output_id if t.expected == "left" else t.right_output_id
@@ -156,7 +157,8 @@ def test_votes_only_on_own_trials_and_valid_choices(study):
 
 def test_completion_code_and_no_work_left(db_url, tmp_path):
     stimuli = prepare_study(db_url, tmp_path / "stimuli")
-    config = StudyConfig(trials_per_participant=30, max_votes_per_cell=1, check_every=0)
+    config = StudyConfig(trials_per_participant=30, max_votes_per_cell=1, min_attention_checks=0,
+                         attention_share=0, repeat_share=0)
     service = StudyService(db_url, stimuli, config)
     try:
         assert answer_all(service, "first") == 30
