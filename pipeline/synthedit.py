@@ -463,12 +463,28 @@ ABSENT_NOUNS = {
 }
 
 
-def absent_instruction(example: EditExample, rng: np.random.Generator, nouns: str = "train") -> str:
+def absent_instruction(example: EditExample, rng: np.random.Generator, nouns: str = "train") -> tuple[str, str]:
     """A recolour or remove instruction naming something the source does not contain (a shape kind it
-    lacks, or a noun SynthEdit never draws): its edit region is empty and the right output is the source."""
+    lacks, or a noun SynthEdit never draws): its edit region is empty and the right output is the source.
+    Returns (instruction, the thing it names)."""
     present = {s.kind for s in example.source_scene.shapes}
     kinds = [k for k in KINDS if k not in present]
     thing = _pick(rng, kinds) if kinds and rng.random() < 0.5 else _pick(rng, ABSENT_NOUNS[nouns])
     family = _pick(rng, ("recolour", "remove"))
     colours = list(COLOURS)
-    return _pick(rng, TEMPLATES[family]).format(kind=thing, old=_pick(rng, colours), new=_pick(rng, colours))
+    return _pick(rng, TEMPLATES[family]).format(kind=thing, old=_pick(rng, colours), new=_pick(rng, colours)), thing
+
+
+def kind_map(scene: Scene, width: int, height: int) -> np.ndarray:
+    """(height, width) int8: 1 + the KINDS index of the shape covering each pixel (the last drawn wins), 0
+    where no shape is; the labels of the edit-region model's auxiliary loss."""
+    window, _full, unit, to_px = _frame(width, height, None, scene.aspect)
+    out = np.zeros((height, width), np.int8)
+    for s in scene.shapes:
+        cov = _coverage(_shape_ops(s, unit, to_px), width, height, 4)
+        if cov is None:
+            continue
+        a, (x0, y0, x1, y1) = cov
+        region = out[y0:y1, x0:x1]
+        region[a[..., 0] > 0.5] = KINDS.index(s.kind) + 1
+    return out

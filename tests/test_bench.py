@@ -67,7 +67,7 @@ def _per_step() -> int:
     return 3 if uses_cfg(info.text_guidance, info.image_guidance) else 1
 
 
-@pytest.mark.parametrize("method", ["mobilepicasso", "tiled-overlap", "tiled-naive"])
+@pytest.mark.parametrize("method", ["mobilepicasso-paper", "tiled-overlap", "tiled-naive"])
 def test_unet_evaluations_equal_the_planner_formula(method):
     report, expected, plan = _run_method(method, (768, 432))
     assert plan.n_tiles == report.tiling["tiles"] >= 2

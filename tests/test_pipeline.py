@@ -48,8 +48,8 @@ def test_size_4k_keeps_the_aspect_ratio(photo):
 @pytest.mark.parametrize("text_guidance, image_guidance", [(1.0, 1.0), (3.0, 1.5)])
 def test_unet_evaluations_match_the_planner(photo, text_guidance, image_guidance):
     steps = 3
-    result = edit(photo, "make it warmer", size="600x336", steps=steps, text_guidance=text_guidance,
-                  image_guidance=image_guidance, tile=32, halo=4)
+    result = edit(photo, "make it warmer", method="mobilepicasso-paper", size="600x336", steps=steps,
+                  text_guidance=text_guidance, image_guidance=image_guidance, tile=32, halo=4)
     models = load_model_set("mini")
     up = models.upscaler
     plan = plan_tiles(*up.condition_size(600, 336), 32, 4, align=up.align)
@@ -63,16 +63,17 @@ def test_unet_evaluations_match_the_planner(photo, text_guidance, image_guidance
 
 def test_tiled_variants_differ_only_in_their_tiles(photo):
     runs = {m: edit(photo, "make it night", method=m, size="1024x576", steps=1, tile=32, halo=4)
-            for m in ("mobilepicasso", "tiled-naive", "tiled-overlap")}
+            for m in ("mobilepicasso-paper", "tiled-naive", "tiled-overlap")}
     ratios = {m: r.report.tiling["limit_ratio"] for m, r in runs.items()}
-    assert ratios["tiled-naive"] == 1.0 < ratios["mobilepicasso"] < ratios["tiled-overlap"]
-    assert runs["mobilepicasso"].report.unet_evaluations["edit"] == runs["tiled-overlap"].report.unet_evaluations["edit"]
+    assert ratios["tiled-naive"] == 1.0 < ratios["mobilepicasso-paper"] < ratios["tiled-overlap"]
+    assert (runs["mobilepicasso-paper"].report.unet_evaluations["edit"]
+            == runs["tiled-overlap"].report.unet_evaluations["edit"])
 
 
 def test_acpt_with_a_full_halo_matches_the_untiled_upscaler(photo):
     """End to end: ACPT output equals one untiled pass when the halo covers the receptive field."""
-    tiled = edit(photo, "make it warmer", size="1024x576", steps=1, tile=104, halo=36)
-    single = edit(photo, "make it warmer", size="1024x576", steps=1, tile=128, halo=8)
+    tiled = edit(photo, "make it warmer", method="mobilepicasso-paper", size="1024x576", steps=1, tile=104, halo=36)
+    single = edit(photo, "make it warmer", method="mobilepicasso-paper", size="1024x576", steps=1, tile=128, halo=8)
     assert single.report.tiling["tiles"] == 1 and tiled.report.tiling["tiles"] > 1
     a, b = np.asarray(tiled.image, float), np.asarray(single.image, float)
     assert np.abs(a - b).max() <= 1.0  # identical up to 8-bit rounding
@@ -86,7 +87,7 @@ def test_direct_editing_over_budget_is_reported_not_raised(photo):
 
 
 def test_memory_budget_chooses_a_tile_from_the_measured_table(photo):
-    result = edit(photo, "make it snowy", size="1024x576", steps=1, memory_budget=2**40)
+    result = edit(photo, "make it snowy", method="mobilepicasso-paper", size="1024x576", steps=1, memory_budget=2**40)
     costs = result.report.tiling["tile_costs"]
     assert [c["tile"] for c in costs] == list(load_model_set("mini").info.tile_sizes)
     assert result.report.tiling["tile"] in [c["tile"] for c in costs]

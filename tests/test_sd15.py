@@ -150,7 +150,7 @@ def test_x4_upscaler_acpt_end_to_end(tiny):
     torch.testing.assert_close(again, x)
 
 
-@pytest.mark.parametrize("method", ["mobilepicasso", "tiled-overlap", "ip2p-bicubic"])
+@pytest.mark.parametrize("method", ["mobilepicasso", "mobilepicasso-paper", "tiled-overlap", "ip2p-bicubic"])
 def test_edit_through_the_public_api(tiny, monkeypatch, method):
     monkeypatch.setattr(sd15, "load", lambda pretrained: tiny)
     load_model_set.cache_clear()
@@ -162,8 +162,10 @@ def test_edit_through_the_public_api(tiny, monkeypatch, method):
     assert not result.report.failed
     assert result.image.size == (256, 171)
     assert result.report.model_set == "sd15-arch"
-    if method != "ip2p-bicubic":
-        assert result.report.tiling["mode"] == ("acpt" if method == "mobilepicasso" else "overlap")
+    if method in ("mobilepicasso-paper", "tiled-overlap"):
+        assert result.report.tiling["mode"] == ("acpt" if method == "mobilepicasso-paper" else "overlap")
+    if method == "mobilepicasso":  # no region model in the set: the edit U-Net's own (DiffEdit) mask
+        assert result.report.region is not None
 
 
 # ------------------------------------------------------------------ the real architectures

@@ -29,8 +29,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("bench", help="benchmark methods (cost, tiling, quality) and write CSVs, plots, README",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=["main", "tiles"], default="main",
-                   help="main: cost + quality of every method; tiles: limit ratios, per-tile cost, ACPT's tile choice, derived cost")
+    p.add_argument("--suite", choices=["main", "tiles", "local"], default="main",
+                   help="main: cost + quality of every method; tiles: limit ratios, per-tile cost, ACPT's tile choice, "
+                        "derived cost; local: mobilepicasso vs mobilepicasso-paper at 4K per kind of edit")
     p.add_argument("--methods", default="all", help="comma-separated method names, or all")
     p.add_argument("--sizes", help="comma-separated output sizes (16:9 outputs, long side or preset): default 1024,2048,4k")
     p.add_argument("--models", default="mini", help="mini | sd15-arch | a model-set folder")
@@ -73,6 +74,15 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.bench.readme import write_readme
 
     started = time.time()
+    if args.suite == "local":
+        import torch
+
+        from pipeline.bench import local
+
+        torch.set_num_threads(args.threads)
+        summary = local.run(Path(args.out or "results/local"), models=args.models, per_kind=args.images or 3)
+        print(summary.to_string(index=False))
+        return 0
     out = Path(args.out or ("results/tiles" if args.suite == "tiles" else "results/bench"))
     out.mkdir(parents=True, exist_ok=True)
     if args.replot:
@@ -203,7 +213,7 @@ def tiles_main(args, out: Path, tmp: Path, started: float) -> int:
     r = run_tiles_suite(args.models, sizes, out, timeout=args.timeout, repeats=1 if args.quick else 2,
                         threads=args.threads, quick=args.quick, measure_under=args.measure_under,
                         progress=not args.no_progress, workdir=tmp, steps=steps,
-                        measure_methods=["mobilepicasso"] if args.quick else list(MODE_METHOD.values()),
+                        measure_methods=["mobilepicasso-paper"] if args.quick else list(MODE_METHOD.values()),
                         measure_sizes=sizes[:1] if args.quick else sizes)
     facts = r["facts"]
     title = f"model set {args.models} ({'trained' if facts['trained'] else 'random weights'}), upscaler {facts['upscaler']}, this CPU"

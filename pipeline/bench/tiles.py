@@ -24,7 +24,7 @@ from pipeline.bench.runs import output_size, bench_images
 from pipeline.stages.edit import standard_size
 from pipeline.tiling import MODES, TileCost, choose_tile_size, plan_tiles
 
-MODE_METHOD = {"acpt": "mobilepicasso", "naive": "tiled-naive", "overlap": "tiled-overlap"}
+MODE_METHOD = {"acpt": "mobilepicasso-paper", "naive": "tiled-naive", "overlap": "tiled-overlap"}
 
 
 @dataclass
@@ -186,7 +186,7 @@ def direct_rows(estimates: dict, sizes: Sequence[str], derived: pd.DataFrame) ->
         est = estimates.get(f"{w}x{h}")
         if est is None:
             continue
-        mp = derived[(derived["size"] == size) & (derived["method"] == "mobilepicasso")]["total_s_derived"]
+        mp = derived[(derived["size"] == size) & (derived["method"] == "mobilepicasso-paper")]["total_s_derived"]
         rows.append({"size": size, "method": "ip2p-direct", "edit_s_derived": est["seconds"],
                      "total_s_derived": est["seconds"], "unet_gflops_derived": est["tflops"] * 1e3,
                      "measured": "no", "total_s_measured": math.nan,

@@ -7,9 +7,18 @@ A text-conditioned segmentation U-Net at the edit size. Two design choices carry
   shift does cheaply; cross-attention at every level was 6x slower here for the same masks.
 - **Coordinate channels** (CoordConv): "add a star in the top left" names a *place*, which a
   translation-equivariant network cannot output without knowing where it is.
+- **A language-driven dot-product head** (LSeg, Li et al. 2022): the logit of a pixel is the inner
+  product of its embedding with an embedding of the instruction, so every pixel is compared with
+  the words directly (FiLM alone mostly learned "all shapes" for "the circle" in the same steps).
+- **A "where" branch**: "add a star in the top left" names a region no pixel shows yet; a per-pixel
+  MLP on Fourier features of the coordinates and the instruction adds a text-placed prior.
+- **Auxiliary heads** (training only): the shape kind under each pixel and the kind the instruction
+  names, so the two sides of the dot product learn a shared vocabulary from dense labels.
 The U-Net runs at half the edit size; a short full-resolution head sharpens the borders.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +55,9 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         cond_dim: int = 128,
         stem_channels: int = 16,
         block_out_channels: tuple[int, ...] = (32, 64, 128),
+        embedding_dim: int = 32,
+        fourier_bands: int = 6,
+        aux_classes: int = 7,
     ):
         super().__init__()
         self.query_tokens = nn.Parameter(torch.randn(queries, text_dim) * text_dim ** -0.5)
@@ -57,7 +69,12 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         self.down = nn.ModuleList(FiLMBlock(c if i == 0 else chans[i - 1], c, cond_dim) for i, c in enumerate(chans))
         self.up = nn.ModuleList(FiLMBlock(chans[i + 1] + chans[i], chans[i], cond_dim) for i in reversed(range(len(chans) - 1)))
         self.head = FiLMBlock(chans[0] + stem_channels, stem_channels, cond_dim)
-        self.out = nn.Conv2d(stem_channels, 1, 1)
+        self.pixel_embedding = nn.Conv2d(stem_channels, embedding_dim, 1)
+        self.text_embedding = nn.Linear(cond_dim, embedding_dim + 1)  # the query and a per-instruction bias
+        self.where = nn.Sequential(nn.Linear(4 * fourier_bands + cond_dim, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(),
+                                   nn.Linear(64, 1))
+        self.pixel_kinds = nn.Conv2d(stem_channels, aux_classes, 1)
+        self.text_kinds = nn.Linear(cond_dim, aux_classes)
 
     @property
     def multiple(self) -> int:
@@ -71,8 +88,16 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         pooled, _ = self.pool(q, text_states, text_states, key_padding_mask=pad, need_weights=False)
         return self.cond(pooled.flatten(1))
 
-    def forward(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Edit-region logits (B, 1, H, W) for images in [-1, 1] (B, 3, H, W)."""
+    def fourier(self, coords: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) coordinates in [-1, 1] -> (B, H, W, 4 * bands) sines and cosines."""
+        freqs = math.pi * 2.0 ** torch.arange(self.config.fourier_bands, device=coords.device, dtype=coords.dtype) / 2
+        angles = coords.permute(0, 2, 3, 1)[..., None] * freqs          # (B, H, W, 2, bands)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(3)
+
+    def forward(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None,
+                return_aux: bool = False):
+        """Edit-region logits (B, 1, H, W) for images in [-1, 1] (B, 3, H, W); with `return_aux` also the
+        auxiliary per-pixel kind logits (B, K, H, W) and named-kind logits (B, K)."""
         b, _, h, w = image.shape
         ys = torch.linspace(-1, 1, h, device=image.device, dtype=image.dtype)
         xs = torch.linspace(-1, 1, w, device=image.device, dtype=image.dtype)
@@ -88,7 +113,15 @@ class EditRegionModel(ModelMixin, ConfigMixin):
             x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = block(torch.cat([x, skip], dim=1), cond)
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        return self.out(self.head(torch.cat([x, stem], dim=1), cond))
+        features = self.head(torch.cat([x, stem], dim=1), cond)
+        pixels = self.pixel_embedding(features)
+        query, bias = self.text_embedding(cond).split([pixels.shape[1], 1], dim=1)
+        what = torch.einsum("bchw,bc->bhw", pixels, query) * pixels.shape[1] ** -0.5 + bias[:, :1, None]
+        where_in = torch.cat([self.fourier(coords), cond[:, None, None].expand(-1, h, w, -1)], dim=-1)
+        logits = (what + self.where(where_in)[..., 0])[:, None]
+        if return_aux:
+            return logits, self.pixel_kinds(features), self.text_kinds(cond)
+        return logits
 
     def probabilities(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Soft edit region in [0, 1]; pads to the network's multiple and crops back."""

@@ -3,7 +3,8 @@
 Targets: recolour/remove the named shape, add where the new shape goes, background the
 background, global everything; plus a share of instructions that name something the scene lacks,
 whose target is empty (the pipeline then returns the source unchanged). Inputs are sources at half
-the edit size the editor sees (1:1, 16:9 and 4:3 buckets); the loss is BCE + soft Dice. The text
+the edit size the editor sees (1:1, 16:9 and 4:3 buckets); the loss is BCE + soft Dice, plus auxiliary
+cross-entropies of the shape kind under every pixel and of the kind the instruction names. The text
 encoder is the editor's own, frozen, so the region model adds no vocabulary of its own.
 """
 from __future__ import annotations
@@ -27,15 +28,27 @@ TEXT_LENGTH = 32
 REGION_RESOLUTION = 64  # half the edit size: 4x cheaper to train, shapes still 15-30 px across
 
 
-def region_example(seed: int, absent: bool = False, nouns: str = "train") -> tuple[np.ndarray, np.ndarray, str, str]:
-    """(source uint8 at the region size, edit mask bool, instruction, family) for one seed."""
+def named_kind(thing: str | None) -> int:
+    """Auxiliary text label: 1 + the KINDS index of the shape kind an instruction names, 0 for none."""
+    return se.KINDS.index(thing) + 1 if thing in se.KINDS else 0
+
+
+def region_example(seed: int, absent: bool = False, nouns: str = "train") -> tuple:
+    """(source uint8 at the region size, edit mask bool, instruction, family, kind map int8, named kind)."""
     ex = se.sample(seed)
     w, h = edit_size(ex.source_scene.aspect, REGION_RESOLUTION, 16)
     image = np.asarray(ex.source(w, h))
+    kinds = se.kind_map(ex.source_scene, w, h)
     if absent:
-        rng = se._rng("absent", seed)
-        return image, np.zeros((h, w), bool), se.absent_instruction(ex, rng, nouns), "absent"
-    return image, ex.edit_mask(w, h), ex.instruction, ex.family
+        instruction, thing = se.absent_instruction(ex, se._rng("absent", seed), nouns)
+        return image, np.zeros((h, w), bool), instruction, "absent", kinds, named_kind(thing)
+    if ex.family in ("recolour", "remove"):
+        thing = (ex.removed or ex.target_scene.shapes[ex.changed[0]]).kind if ex.family == "remove" or ex.changed else None
+    elif ex.family == "add":
+        thing = ex.target_scene.shapes[ex.changed[0]].kind
+    else:
+        thing = None
+    return image, ex.edit_mask(w, h), ex.instruction, ex.family, kinds, named_kind(thing)
 
 
 def _render(job: tuple[int, bool, str]):
@@ -59,7 +72,8 @@ def encode_text(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def tensors(rows: list, pipe) -> dict:
-    """Group rows by edit size into stacked tensors: {size: (images, masks, states, text_mask, families)}."""
+    """Group rows by size into stacked tensors: {size: (images, masks, states, text_mask, families, kind maps,
+    named kinds)}."""
     groups = collections.defaultdict(list)
     for row in rows:
         groups[row[0].shape[:2]].append(row)
@@ -68,7 +82,9 @@ def tensors(rows: list, pipe) -> dict:
         x = torch.from_numpy(np.stack([r[0] for r in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
         m = torch.from_numpy(np.stack([r[1] for r in items])).float()[:, None]
         states, mask = zip(*(encode_text(pipe, [r[2] for r in items[i:i + 512]]) for i in range(0, len(items), 512)))
-        out[size] = (x, m, torch.cat(states), torch.cat(mask), [r[3] for r in items])
+        kinds = torch.from_numpy(np.stack([r[4] for r in items])).long()
+        named = torch.tensor([r[5] for r in items])
+        out[size] = (x, m, torch.cat(states), torch.cat(mask), [r[3] for r in items], kinds, named)
     return out
 
 
@@ -79,12 +95,21 @@ def region_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
 
 
+AUX_WEIGHT = 0.5
+
+
+def auxiliary_loss(pixel_kinds: torch.Tensor, text_kinds: torch.Tensor, kinds: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the per-pixel shape kind and of the kind the instruction names: dense labels
+    that teach the two sides of the dot product their shared vocabulary fast."""
+    return F.cross_entropy(pixel_kinds, kinds) + F.cross_entropy(text_kinds, named)
+
+
 @torch.no_grad()
 def iou_by_family(model: EditRegionModel, data: dict, threshold: float = 0.5) -> dict[str, float]:
     """Mean IoU per family at the region size (an empty prediction of an empty target scores 1)."""
     model.eval()
     scores = collections.defaultdict(list)
-    for x, m, states, tmask, fams in data.values():
+    for x, m, states, tmask, fams, *_ in data.values():
         for i in range(0, len(x), 64):
             p = model.probabilities(x[i:i + 64], states[i:i + 64], tmask[i:i + 64]) > threshold
             t = m[i:i + 64] > 0.5
@@ -105,7 +130,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     seed_everything(args.seed)
     pipe = load_local_set(args.out).edit_pipeline
     ckpt = Checkpoint(args.run_dir, "region")
-    pool_path = Path(args.run_dir) / "region" / f"pool-{args.pool}.pt"
+    pool_path = Path(args.run_dir) / "region" / f"pool-v2-{args.pool}.pt"
     if pool_path.is_file():
         rows = torch.load(pool_path, weights_only=False)
     else:
@@ -113,7 +138,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(rows, pool_path)
     data = tensors(rows, pipe)
-    val = tensors(build_pool(se.split_seeds("validation", 300), ABSENT_SHARE, args.seed + 1), pipe)
+    val = tensors(build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1), pipe)
     model = arch.edit_region().to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step, elapsed = ckpt.load(model=model, opt=opt) if args.resume else (0, 0.0)
@@ -125,9 +150,11 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
-        x, m, states, tmask, _ = data[sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]]
+        x, m, states, tmask, _, kinds, named = data[sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]]
         idx = torch.from_numpy(rng.integers(0, len(x), args.batch_size))
-        loss = region_loss(model(x[idx].to(dev), states[idx].to(dev), tmask[idx].to(dev)), m[idx].to(dev))
+        logits, pixel_kinds, text_kinds = model(x[idx].to(dev), states[idx].to(dev), tmask[idx].to(dev), return_aux=True)
+        loss = region_loss(logits, m[idx].to(dev)) + AUX_WEIGHT * auxiliary_loss(
+            pixel_kinds, text_kinds, kinds[idx].to(dev), named[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -338,6 +338,10 @@ def run(args: argparse.Namespace) -> None:
         rows = evaluate_region(models, args.eval_n or EDIT_N)
         write_csv(res / "region_iou.csv", rows)
         print(json.dumps(rows, indent=1), flush=True)
+    if "tune-local" in tables:
+        from pipeline.train import evaluate_local
+
+        evaluate_local.tune(args)
     if "local" in tables:
         from pipeline.train import evaluate_local
 

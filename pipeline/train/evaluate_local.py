@@ -141,3 +141,46 @@ def run(args: argparse.Namespace) -> None:
     rows = [r for r in rows if r["seed"] in set(se.split_seeds("test", n))]
     write_csv(runs_path, rows)
     write_csv(out / f"{tag}.csv", summarise(rows))
+
+
+TUNING = {  # the settings `mobilepicasso` and `ip2p-composite` read from model_set.json
+    "blend_latents": (True, False),
+    "residual_threshold": (0.04, 0.08, 0.12, 0.2, 2.0),  # 2.0: never generative (residuals are in [0, 1])
+    "composite_threshold": (0.05, 0.1, 0.15, 0.2, 0.3),
+}
+
+
+def tune(args: argparse.Namespace, n: int = 60, long_side: int = 512) -> list[dict]:
+    """Choose the settings on the validation split (one at a time, the others at their current value):
+    mean PSNR over `n` examples; with --apply-sweep the best go into model_set.json."""
+    import dataclasses
+    import json
+
+    from pipeline import edit
+    from pipeline.model_sets import load_model_set
+
+    path = str(args.models or args.out)
+    models = load_model_set(path)
+    base = models.info
+    examples = [se.sample(s) for s in se.split_seeds("validation", n)]
+    sources = [(ex, ex.source(*ex.size(long_side)), np.asarray(ex.target(*ex.size(long_side)))) for ex in examples]
+    memos = [dict() for _ in sources]
+    rows = []
+    for key, values in TUNING.items():
+        method = "ip2p-composite" if key == "composite_threshold" else "mobilepicasso"
+        for value in values:
+            models.info = dataclasses.replace(base, **{key: value})
+            scores = [_psnr(np.asarray(edit(src, ex.instruction, method=method, size=src.size, models=path, seed=0,
+                                            memo=memo).image), tgt) for (ex, src, tgt), memo in zip(sources, memos)]
+            rows.append({"setting": key, "value": value, "method": method, "n": n, "psnr": float(np.mean(scores))})
+            print(rows[-1], flush=True)
+    models.info = base
+    best = {key: max((r for r in rows if r["setting"] == key), key=lambda r: r["psnr"])["value"] for key in TUNING}
+    write_csv(Path(args.results) / "local_tuning.csv", rows)
+    if args.apply_sweep:
+        cfg_path = Path(path) / "model_set.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.update(best)
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+        print("chosen:", best, flush=True)
+    return rows

@@ -1,0 +1,135 @@
+"""mobilepicasso edits only the named region: compositing, colour transfer, sparse tiles, empty regions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pipeline import edit, synthedit
+from pipeline.model_sets import load_model_set
+from pipeline.stages.compose import compose, decide_origins, guided_upsample, luma
+from pipeline.stages.edit import KeepOutside, edit_latent, source_latent
+from pipeline.stages.region import diffedit_region
+from pipeline.stages.transfer import fit_affine_colour
+from pipeline.tiling import plan_tiles, restrict_to, run_tiled
+
+
+def _photo(w: int, h: int) -> np.ndarray:
+    import skimage.data
+
+    return np.asarray(Image.fromarray(skimage.data.astronaut()).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def test_pixels_outside_a_zero_region_are_the_source_bytes():
+    source = _photo(400, 300)
+    region = np.zeros((300, 400), np.float32)
+    region[100:200, 250:350] = np.linspace(0.2, 1.0, 100, dtype=np.float32)[None]
+    inside = np.random.default_rng(0).random((300, 400, 3), dtype=np.float32)
+    out = compose(source, region, inside)
+    assert np.array_equal(out[region == 0], source[region == 0])
+    assert (out[region == 1] != source[region == 1]).any()
+
+
+def test_guided_upsampling_is_exactly_zero_away_from_the_region():
+    small = np.zeros((32, 32), np.float32)
+    small[10:20, 10:20] = 1
+    source = _photo(512, 512).astype(np.float32) / 255
+    guide_small = luma(np.asarray(Image.fromarray((source * 255).astype(np.uint8)).resize((32, 32)), np.float32) / 255)
+    up = guided_upsample(small, guide_small, luma(source))
+    assert up.shape == (512, 512)
+    assert (up[:80] == 0).all() and (up[:, :80] == 0).all() and (up[400:] == 0).all()
+    assert up[200:260, 200:260].min() > 0.9
+
+
+def test_a_known_colour_map_at_the_edit_size_is_reproduced_at_4k_within_one_level():
+    full = _photo(3840, 2160).astype(np.float32) / 255
+    a = torch.tensor([[0.299, 0.587, 0.114], [0.2, 0.6, 0.1], [0.1, 0.3, 0.5]])
+    b = torch.tensor([0.0, 0.02, 0.05])
+
+    def look(x: torch.Tensor) -> torch.Tensor:  # stays inside [0, 1]: an exact affine map
+        return torch.einsum("oi,bihw->bohw", a, x) + b[None, :, None, None]
+
+    small = F.interpolate(torch.from_numpy(full).permute(2, 0, 1)[None], size=(72, 128), mode="area")
+    out = fit_affine_colour(small, look(small)).apply(full)
+    truth = look(torch.from_numpy(full).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    assert np.abs(out - truth).max() * 255 <= 1.0
+
+
+def test_origins_split_colour_changes_from_new_structure():
+    region = torch.zeros(1, 1, 32, 32)
+    region[..., 4:28, 4:28] = 1
+    residual = torch.zeros(1, 1, 32, 32)
+    residual[..., 10:14, 10:14] = 0.5  # something new drawn here
+    origins = decide_origins(region, residual, residual_threshold=0.08, grow=1)
+    assert origins.generative[11, 11] == 1 and origins.generative[24, 24] == 0
+    assert origins.region[24, 24] == 1 and origins.region[0, 0] == 0
+    shares = origins.shares()
+    assert shares["source"] + shares["transfer"] + shares["generative"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_sparse_plan_cores_cover_the_region_and_untouched_tiles_cost_no_call():
+    plan = plan_tiles(120, 200, 32, 4, mode="acpt")
+    need = torch.zeros(120, 200, dtype=torch.bool)
+    need[50:60, 10:20] = True
+    need[100:110, 180:190] = True
+    sparse = restrict_to(plan, need)
+    assert 0 < sparse.n_tiles < plan.n_tiles and sparse.skipped == plan.n_tiles - sparse.n_tiles
+    covered = torch.zeros_like(need)
+    for t in sparse.tiles:
+        covered[t.rows.core_start:t.rows.core_stop, t.cols.core_start:t.cols.core_stop] = True
+    assert covered[need].all()
+    calls = []
+
+    def fn(windows):
+        calls.append(windows.shape[0])
+        return windows * 2
+
+    x = torch.randn(1, 3, 120, 200)
+    dense = run_tiled(fn, x, plan, batch_size=1)
+    calls.clear()
+    out = run_tiled(fn, x, sparse, batch_size=1)
+    assert sum(calls) == sparse.n_tiles
+    assert torch.equal(out[..., covered], dense[..., covered])  # a kept core is what the dense plan writes
+
+
+def test_keep_outside_everywhere_returns_the_source_latent():
+    models = load_model_set("mini")
+    pipe = models.edit_pipeline
+    image = Image.fromarray(_photo(128, 128))
+    z = source_latent(pipe, image, (128, 128))
+    keep = KeepOutside(torch.zeros(1, 1, 16, 16), z, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = edit_latent(pipe, image, "make it night", size=(128, 128), steps=3, text_guidance=1.5,
+                          image_guidance=1.6, generator=torch.Generator().manual_seed(0), keep_outside=keep)
+    assert torch.equal(out, z)
+
+
+def test_diffedit_region_for_sets_without_a_region_model():
+    models = load_model_set("mini")
+    image = Image.fromarray(_photo(128, 96))
+    m = diffedit_region(models.edit_pipeline, image, "make it night", (128, 96), generator=torch.Generator().manual_seed(0),
+                        draws=2)
+    assert m.shape == (1, 1, 96, 128) and 0.0 <= float(m.min()) < 0.1 and 0.9 < float(m.max()) <= 1.0
+
+
+def test_an_instruction_naming_nothing_in_the_image_returns_the_source_unchanged():
+    ex = synthedit.sample(synthedit.split_seeds("test", 1)[0])
+    source = ex.source(*ex.size(320))
+    result = edit(source, "remove the dog", size=source.size)
+    assert np.array_equal(np.asarray(result.image), np.asarray(source))
+    assert "names nothing" in result.report.note
+    assert result.report.region["source"] == 1.0
+
+
+def test_mobilepicasso_keeps_the_source_outside_the_edit():
+    ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 40)) if e.family == "recolour")
+    w, h = ex.size(384)
+    source = ex.source(w, h)
+    result = edit(source, ex.instruction, size=(w, h))
+    same = (np.asarray(result.image) == np.asarray(source)).all(axis=2)
+    outside = ~ex.edit_mask(w, h)
+    assert same[outside].mean() > 0.9  # the source's own bytes, not a re-rendering of them
+    assert result.report.region["source"] > 0.5
+
