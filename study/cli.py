@@ -185,6 +185,10 @@ def register(subparsers) -> None:
     p.add_argument("--stimuli", default="stimuli")
     p.set_defaults(func=cmd_admin)
 
+    from study import bench
+
+    bench.register(subparsers)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Harness commands only (``python -m study`` adds the analysis commands)."""

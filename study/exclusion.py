@@ -61,15 +61,20 @@ class ExclusionRule:
 
 def participant_verdicts(votes: pd.DataFrame, rule: ExclusionRule) -> pd.DataFrame:
     """The rule on a votes table with the export's columns (``participant_id, trial_kind, choice,
-    expected_choice, latency_ms``): one row per participant with the counts and the reason."""
+    expected_choice, latency_ms``; without ``latency_ms``, ``response_s`` in seconds): one row per
+    participant with the counts and the reason."""
     columns = ["participant_id", "n_votes", "attention_trials", "attention_passed", "n_fast",
                "median_response_s", "excluded", "reason"]
     if votes.empty:
         return pd.DataFrame(columns=columns)
-    expected = votes["expected_choice"].fillna("").astype(str).str.strip().str.lower()
+    expected = votes.get("expected_choice", pd.Series("", index=votes.index)).fillna("").astype(str).str.strip().str.lower()
     kind = votes["trial_kind"].astype(str).str.strip().str.lower()
     choice = votes["choice"].astype(str).str.strip().str.lower()
-    latency = pd.to_numeric(votes["latency_ms"], errors="coerce")
+    if "latency_ms" in votes:
+        latency = pd.to_numeric(votes["latency_ms"], errors="coerce")
+    else:
+        latency = pd.to_numeric(votes.get("response_s", pd.Series(np.nan, index=votes.index)),
+                                errors="coerce") * 1000
     frame = pd.DataFrame({"participant_id": votes["participant_id"].astype(str),
                           "attention": (kind == "attention") & (expected != ""),
                           "passed": (kind == "attention") & (expected != "") & (choice == expected),

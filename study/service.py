@@ -438,7 +438,8 @@ class StudyService:
         return self._new_trial(participant, seq, "main", item_id, pair, left, right)
 
     def _attention_trial(self, participant: Participant, history: list[Trial], seq: int):
-        shown = {(t.item_id, t.left_output_id, t.right_output_id) for t in history}
+        path = {o.id: o.path for o in self.catalog.by_id.values()}
+        shown = {(path[t.left_output_id], path[t.right_output_id]) for t in history}
         used_items = Counter(t.item_id for t in history if t.kind == "attention")
         candidates = []
         for item_id, per in self.catalog.outputs.items():
@@ -456,7 +457,7 @@ class StudyService:
             good_left = schedule.first_on_left(participant.public_id, item_id, "attention",
                                                n_good_left, len(attention) - n_good_left)
             left, right = (good, broken) if good_left else (broken, good)
-            if (item_id, left.id, right.id) in shown:
+            if (left.path, right.path) in shown:  # the same files (identical outputs) count as shown
                 continue
             return self._new_trial(participant, seq, "attention", item_id,
                                    schedule.pair_key(good.method, BROKEN_METHOD), left, right,
