@@ -130,7 +130,7 @@ def mobilepicasso_paper(job: EditJob) -> Image.Image:
     return _tiled_upscale(job, "acpt")
 
 
-def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> tuple[np.ndarray, torch.Tensor]:
+def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndarray:
     """The paper's path (projection, one-step SR, decode) on only the ACPT tiles whose cores touch the
     generative region: (H, W, 3) float pixels in [0, 1], valid where that region is."""
     models, up = job.models, job.models.upscaler
@@ -146,8 +146,7 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> tuple[n
     with job.meter.stage("decode"):
         pixels = up.decode(hr, need=need, on_tile=lambda i, n: job.progress("decode", i, n))
     w, h = job.output_size
-    gen = ((pixels[0, :, :h, :w].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-    return gen, need
+    return ((pixels[0, :, :h, :w].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
 def mobilepicasso(job: EditJob) -> Image.Image:
@@ -176,22 +175,25 @@ def mobilepicasso(job: EditJob) -> Image.Image:
         origins = decide_origins(region, fit_residual(small, _pixels01(edited), colours),
                                  residual_threshold=info.residual_threshold)
         source = source_at_output(job)
-        full = source.astype(np.float32) / 255.0
-        region_full = guided_upsample(origins.region, luma(small[0].permute(1, 2, 0).numpy()), luma(full))
+        window = origins.bounds(job.output_size)  # every full-resolution step runs on this box only
+        x0, y0, x1, y1 = window
+        crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
+        region_full = guided_upsample(origins.region, luma(small[0].permute(1, 2, 0).numpy()), luma(crop),
+                                      size=job.output_size, window=window)
         if job.origins == "edit":  # ablation: the mask alone, the decoded edit resized inside it
-            inside = np.asarray(edited.resize(job.output_size, Image.Resampling.BICUBIC), np.float32) / 255.0
+            inside = np.asarray(edited.resize(job.output_size, Image.Resampling.BICUBIC), np.float32)[y0:y1, x0:x1] / 255.0
         else:
-            inside = colours.apply(full)
+            inside = colours.apply(crop, job.output_size, window)
     shares = origins.shares()
     if job.origins == "auto" and origins.generative.any():
-        gen, need = _generative(job, latent, origins)
-        g = upsample(origins.generative, job.output_size)[..., None]
-        inside += g * (gen - inside)
+        gen = _generative(job, latent, origins)
+        g = upsample(origins.generative, job.output_size, window)[..., None]
+        inside += g * (gen[y0:y1, x0:x1] - inside)
         shares["generative_tiles"] = job.details["tiling"]["tiles"]
         shares["skipped_tiles"] = job.details["tiling"]["skipped"]
     job.details["region"] = shares
     with job.meter.stage("compose"):
-        return Image.fromarray(compose(source, region_full, inside))
+        return Image.fromarray(compose(source, region_full, inside, window))
 
 
 def tiled_naive(job: EditJob) -> Image.Image:

@@ -133,3 +133,27 @@ def test_mobilepicasso_keeps_the_source_outside_the_edit():
     assert same[outside].mean() > 0.9  # the source's own bytes, not a re-rendering of them
     assert result.report.region["source"] > 0.5
 
+
+
+def test_a_resized_window_equals_the_window_of_the_resized_frame():
+    from pipeline.stages.transfer import resize_crop
+
+    plane = np.random.default_rng(1).random((18, 32), dtype=np.float32)
+    full = resize_crop(plane, (960, 540))
+    box = (101, 37, 613, 500)
+    np.testing.assert_allclose(resize_crop(plane, (960, 540), box), full[37:500, 101:613], atol=1e-5)
+
+
+def test_sparse_decode_equals_the_dense_decode_where_needed():
+    from pipeline.stages.upscale import decode_tiled
+
+    vae = load_model_set("mini").vae
+    z = torch.randn(1, 4, 40, 72, generator=torch.Generator().manual_seed(0))
+    need = torch.zeros(40, 72, dtype=torch.bool)
+    need[12:20, 30:41] = True
+    with torch.no_grad():
+        dense = decode_tiled(vae, z, factor=8, tile=48, halo=16)
+        sparse = decode_tiled(vae, z, factor=8, tile=48, halo=16, need=need)
+    rows, cols = slice(12 * 8, 20 * 8), slice(30 * 8, 41 * 8)
+    torch.testing.assert_close(sparse[..., rows, cols], dense[..., rows, cols], atol=1e-5, rtol=0)
+    assert (sparse[..., :, : 8 * 14] == 0).all()  # beyond the halo around the region nothing was decoded

@@ -12,8 +12,9 @@ A text-conditioned segmentation U-Net at the edit size. Two design choices carry
   the words directly (FiLM alone mostly learned "all shapes" for "the circle" in the same steps).
 - **A "where" branch**: "add a star in the top left" names a region no pixel shows yet; a per-pixel
   MLP on Fourier features of the coordinates and the instruction adds a text-placed prior.
-- **Auxiliary heads** (training only): the shape kind under each pixel and the kind the instruction
-  names, so the two sides of the dot product learn a shared vocabulary from dense labels.
+- **Concept matching**: heads for the concept under each pixel and the concept the instruction
+  names (trained on dense labels where the data has them: SynthEdit's shape kinds) add the log-odds
+  that the two agree, so "the circle" selects circles as soon as each side knows its concepts.
 The U-Net runs at half the edit size; a short full-resolution head sharpens the borders.
 """
 from __future__ import annotations
@@ -75,6 +76,7 @@ class EditRegionModel(ModelMixin, ConfigMixin):
                                    nn.Linear(64, 1))
         self.pixel_kinds = nn.Conv2d(stem_channels, aux_classes, 1)
         self.text_kinds = nn.Linear(cond_dim, aux_classes)
+        self.match_gain = nn.Parameter(torch.ones(()))
 
     @property
     def multiple(self) -> int:
@@ -118,9 +120,11 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         query, bias = self.text_embedding(cond).split([pixels.shape[1], 1], dim=1)
         what = torch.einsum("bchw,bc->bhw", pixels, query) * pixels.shape[1] ** -0.5 + bias[:, :1, None]
         where_in = torch.cat([self.fourier(coords), cond[:, None, None].expand(-1, h, w, -1)], dim=-1)
-        logits = (what + self.where(where_in)[..., 0])[:, None]
+        pixel_kinds, text_kinds = self.pixel_kinds(features), self.text_kinds(cond)
+        agree = torch.einsum("bkhw,bk->bhw", pixel_kinds.softmax(1), text_kinds.softmax(1)).clamp(1e-4, 1 - 1e-4)
+        logits = (what + self.where(where_in)[..., 0] + self.match_gain * torch.logit(agree))[:, None]
         if return_aux:
-            return logits, self.pixel_kinds(features), self.text_kinds(cond)
+            return logits, pixel_kinds, text_kinds
         return logits
 
     def probabilities(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:

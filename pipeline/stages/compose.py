@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.stages.transfer import box
+from pipeline.stages.transfer import Box, box, resize_crop
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -34,6 +34,16 @@ class Origins:
     @property
     def empty(self) -> bool:
         return not bool((self.region > 0).any())
+
+    def bounds(self, size: tuple[int, int], margin: int = 3) -> Box:
+        """The output-pixel box (x0, y0, x1, y1) holding every pixel the region can reach at `size`
+        (W, H): its edit-size bounding box grown by `margin` edit pixels (the guided filter's reach)."""
+        ys, xs = np.nonzero(self.region)
+        h, w = self.region.shape
+        x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
+        y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
+        sx, sy = size[0] / w, size[1] / h
+        return (int(x0 * sx), int(y0 * sy), min(size[0], int(np.ceil(x1 * sx))), min(size[1], int(np.ceil(y1 * sy))))
 
     def shares(self) -> dict[str, float]:
         """Share of the frame by origin (at the edit size), for the report."""
@@ -57,10 +67,12 @@ def decide_origins(
     return Origins(region=inside[0, 0].numpy(), generative=dilate(new, grow)[0, 0].numpy() * inside[0, 0].numpy())
 
 
-def guided_upsample(mask: np.ndarray, guide_small: np.ndarray, guide: np.ndarray, radius: int = 1, eps: float = 4e-3) -> np.ndarray:
+def guided_upsample(mask: np.ndarray, guide_small: np.ndarray, guide: np.ndarray, radius: int = 1, eps: float = 4e-3,
+                    size: tuple[int, int] | None = None, window: Box | None = None) -> np.ndarray:
     """Upsample `mask` (h, w) to the size of `guide` (H, W) following the guide's edges (the guided
-    filter's local linear model mask ~ a * guide + b, fitted at (h, w), applied at (H, W)). Windows
-    with no mask give a = b = 0 exactly, so the result is exactly 0 away from the region."""
+    filter's local linear model mask ~ a * guide + b, fitted at (h, w), applied at (H, W)); or, with
+    `size` and `window`, for the window of a frame of `size` that `guide` holds. Windows with no mask
+    give a = b = 0 exactly, so the result is exactly 0 away from the region."""
     m = torch.from_numpy(mask)[None, None].double()
     g = torch.from_numpy(guide_small)[None, None].double()
     mean_g, mean_m = box(g, radius), box(m, radius)
@@ -69,16 +81,16 @@ def guided_upsample(mask: np.ndarray, guide_small: np.ndarray, guide: np.ndarray
     a = cov / (var + eps)
     b = mean_m - a * mean_g
     a, b = box(a, radius)[0, 0].float().numpy(), box(b, radius)[0, 0].float().numpy()
-    h, w = guide.shape
-    out = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR) * guide + cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+    size = size or (guide.shape[1], guide.shape[0])
+    out = resize_crop(a, size, window) * guide + resize_crop(b, size, window)
     out = np.clip(out, 0.0, 1.0, out=out)
     out[out < 1 / 512] = 0.0
     return out
 
 
-def upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Plain bilinear upsampling to (w, h), exact zeros kept."""
-    out = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+def upsample(mask: np.ndarray, size: tuple[int, int], window: Box | None = None) -> np.ndarray:
+    """Plain bilinear upsampling to (W, H) (or the window of it), exact zeros kept."""
+    out = resize_crop(mask.astype(np.float32), size, window)
     out[out < 1 / 512] = 0.0
     return out
 
@@ -88,17 +100,15 @@ def luma(image: np.ndarray) -> np.ndarray:
     return (image @ LUMA.numpy()).astype(np.float32)
 
 
-def compose(source: np.ndarray, region: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """`source` (H, W, 3) uint8; `region` (H, W) in [0, 1]; `inside` (H, W, 3) float in [0, 1], the
-    edited pixels. Pixels where the region is 0 are the source's bytes unchanged."""
+def compose(source: np.ndarray, region: np.ndarray, inside: np.ndarray, window: Box | None = None) -> np.ndarray:
+    """`source` (H, W, 3) uint8; `region` (h, w) in [0, 1] and `inside` (h, w, 3) float in [0, 1], the
+    edited pixels, over the whole frame or over `window`. Pixels where the region is 0 are the
+    source's bytes unchanged."""
     out = source.copy()
-    rows = np.flatnonzero(region.any(axis=1))
-    if rows.size == 0:
-        return out
-    r0, r1 = rows[0], rows[-1] + 1
-    m = region[r0:r1, :, None]
-    src = source[r0:r1].astype(np.float32) / 255.0
-    blend = src + m * (inside[r0:r1] - src)
-    edited = np.clip(blend * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    out[r0:r1] = np.where(m > 0, edited, source[r0:r1])
+    x0, y0, x1, y1 = window or (0, 0, source.shape[1], source.shape[0])
+    crop = source[y0:y1, x0:x1]
+    m = region[..., None]
+    src = crop.astype(np.float32) / 255.0
+    edited = np.clip((src + m * (inside - src)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = np.where(m > 0, edited, crop)
     return out

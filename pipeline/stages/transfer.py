@@ -19,6 +19,36 @@ import torch
 import torch.nn.functional as F
 
 
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in output pixels, half-open
+
+
+def _interpolation_matrix(n_full: int, n_in: int, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop of the (n_full, n_in) linear-interpolation matrix with half-pixel centres and
+    clamped (replicated) borders: the weights `cv2.resize(..., INTER_LINEAR)` uses along one axis."""
+    src = np.clip((np.arange(start, stop) + 0.5) * n_in / n_full - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.int64)
+    frac = (src - i0).astype(np.float32)
+    m = np.zeros((stop - start, n_in), np.float32)
+    rows = np.arange(stop - start)
+    m[rows, i0] += 1 - frac
+    m[rows, np.minimum(i0 + 1, n_in - 1)] += frac
+    return m
+
+
+def resize_crop(plane: np.ndarray, size: tuple[int, int], box: Box | None = None) -> np.ndarray:
+    """The window `box` of `plane` (h, w) bilinearly resized to `size` (W, H), with half-pixel centres
+    and replicated borders (what `cv2.resize` does for the whole frame), computed for the window only
+    (two small matrix products), so a 4K frame is never made for a small region."""
+    w_full, h_full = size
+    x0, y0, x1, y1 = box or (0, 0, w_full, h_full)
+    h, w = plane.shape
+    if (x0, y0, x1, y1) == (0, 0, w_full, h_full):
+        return plane if (w, h) == size else cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR)
+    rows = _interpolation_matrix(h_full, h, y0, y1)
+    cols = _interpolation_matrix(w_full, w, x0, x1)
+    return (rows @ plane.astype(np.float32)) @ cols.T
+
+
 def box(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over (2r+1)^2 windows, windows clipped at the border (a normalised box filter)."""
     return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False) if r > 0 else x
@@ -35,15 +65,16 @@ class AffineColourMap:
     def size(self) -> tuple[int, int]:
         return tuple(self.b.shape[-2:])
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Apply to `image` (H, W, 3) float32 in [0, 1] at any size: each coefficient plane is upsampled
-        bilinearly (OpenCV, half-pixel centres) and used at once, so peak memory stays a few planes."""
+    def apply(self, image: np.ndarray, size: tuple[int, int] | None = None, box: Box | None = None) -> np.ndarray:
+        """Apply to `image` (H, W, 3) float32 in [0, 1]: the whole frame at that size, or the window `box`
+        of a frame of `size` (W, H) when `image` is that window. Each coefficient plane is upsampled
+        bilinearly and used at once, so peak memory stays a few planes."""
         h, w = image.shape[:2]
+        size = size or (w, h)
         channels = [np.ascontiguousarray(image[..., i]) for i in range(3)]
 
         def up(plane: torch.Tensor) -> np.ndarray:
-            plane = plane.contiguous().numpy()
-            return plane if plane.shape == (h, w) else cv2.resize(plane, (w, h), interpolation=cv2.INTER_LINEAR)
+            return resize_crop(plane.contiguous().numpy(), size, box)
 
         out = np.empty_like(image)
         tmp = np.empty((h, w), np.float32)

@@ -97,13 +97,31 @@ def decode_tiled(
     vae: torch.nn.Module, latents: torch.Tensor, *, factor: int, tile: int, halo: int,
     batch_size: int = 4, on_tile: TileCallback | None = None, need: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ACPT-tiled VAE decode: peak memory is one batch of tiles, not the whole image. With `need`,
-    sparse: only tiles whose cores touch it are decoded (the rest of the output stays 0)."""
+    """ACPT-tiled VAE decode: peak memory is one batch of tiles, not the whole image.
+
+    With `need` ((h, w) bool over the latent), sparse: the tile grid is laid over the bounding box of
+    `need` grown by the halo (real context, clamped to the frame), only tiles whose cores touch `need`
+    run, and the rest of the output stays 0. With a halo covering the decoder's receptive field every
+    decoded pixel equals the dense decode's."""
     sf = vae.config.scaling_factor
-    plan = plan_tiles(*latents.shape[-2:], tile, halo, mode="acpt")
-    if need is not None:
-        plan = restrict_to(plan, need)
-    return run_tiled(lambda w: vae.decode(w / sf).sample, latents, plan, scale=factor, batch_size=batch_size, on_tile=on_tile)
+
+    def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        plan = plan_tiles(*x.shape[-2:], tile, halo, mode="acpt")
+        if mask is not None:
+            plan = restrict_to(plan, mask)
+        return run_tiled(lambda w: vae.decode(w / sf).sample, x, plan, scale=factor, batch_size=batch_size,
+                         on_tile=on_tile)
+
+    if need is None:
+        return run(latents, None)
+    rows, cols = torch.nonzero(need.any(1)).flatten(), torch.nonzero(need.any(0)).flatten()
+    h, w = latents.shape[-2:]
+    y0, y1 = max(0, int(rows[0]) - halo), min(h, int(rows[-1]) + 1 + halo)
+    x0, x1 = max(0, int(cols[0]) - halo), min(w, int(cols[-1]) + 1 + halo)
+    part = run(latents[..., y0:y1, x0:x1], need[y0:y1, x0:x1])
+    out = part.new_zeros((1, part.shape[1], h * factor, w * factor))
+    out[..., y0 * factor : y1 * factor, x0 * factor : x1 * factor] = part
+    return out
 
 
 _THROUGHPUT: dict[int, float] = {}

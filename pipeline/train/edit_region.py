@@ -140,6 +140,8 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     data = tensors(rows, pipe)
     val = tensors(build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1), pipe)
     model = arch.edit_region().to(dev).train()
+    if getattr(args, "init_from", None):  # continue from an earlier run's weights (new parameters start fresh)
+        model.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step, elapsed = ckpt.load(model=model, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
