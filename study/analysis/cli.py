@@ -1,4 +1,5 @@
-"""`python -m study analyze` and `python -m study power`."""
+"""`python -m study analyze`, `python -m study power` and `python -m study simulate-calibration`
+(also as `python -m study.analysis ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,50 @@ import pandas as pd
 from study.analysis.power import power_table
 from study.analysis.report import DEFAULT_TARGET, analyze
 from study.analysis.votes import ExclusionRule, VotesError, read_votes_csv
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a clear usage error otherwise, never a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a significance level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
+def share(text: str) -> float:
+    """argparse type: a share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """argparse type: seconds, >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
+    return value
 
 
 def database_url(db: str) -> str:
@@ -79,13 +124,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--methods", help="comma-separated method names; votes naming others are "
                                      "dropped with a warning")
     a.add_argument("--target", default=DEFAULT_TARGET, help="method summarised against baselines")
-    a.add_argument("--min-attention-pass", type=float, default=0.8,
+    a.add_argument("--min-attention-pass", type=share, default=0.8,
                    help="exclude participants passing a smaller share of attention checks")
-    a.add_argument("--min-median-response-s", type=float, default=None,
+    a.add_argument("--min-median-response-s", type=non_negative, default=None,
                    help="also exclude participants with a faster median response (seconds)")
-    a.add_argument("--bootstrap", type=int, default=1000, help="participant bootstrap rounds")
+    a.add_argument("--bootstrap", type=positive_int, default=1000,
+                   help="rounds of the resampling parts (rank intervals, Krippendorff's alpha)")
     a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    a.add_argument("--alpha", type=unit_interval, default=0.05,
+                   help="family-wise error rate (Holm), in (0, 1)")
     a.set_defaults(func=run_analyze)
 
     p = subparsers.add_parser("power", help="votes and participants needed",
@@ -97,7 +144,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--votes-per-participant", type=int, default=40,
                    help="main trials per participant")
     p.add_argument("--icc", type=float, default=0.0, help="intra-participant correlation")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--alpha", type=unit_interval, default=0.05)
+    p.add_argument("--power", type=unit_interval, default=0.8)
     p.add_argument("--csv", help="also write the table here")
     p.set_defaults(func=run_power)
+
+    from study.analysis import calibration  # imports this module's argparse types
+
+    calibration.register(subparsers)

@@ -88,3 +88,48 @@ def plan_study(effect: float, methods: int = 2, ties: float = 0.0,
 def power_table(effects: list[float], **kwargs) -> pd.DataFrame:
     """One :class:`PowerPlan` row per effect size."""
     return pd.DataFrame([asdict(plan_study(e, **kwargs)) for e in effects])
+
+
+POWER_COLUMNS = ["method_a", "method_b", "decisive_votes", "design_effect", "effective_n",
+                 "alpha_per_pair", "target_power", "detectable_win_rate", "power_at_0.60",
+                 "power_at_0.65", "power_at_0.70", "test", "correction", "alpha", "note"]
+
+
+def detectable_win_rate(n_eff: float, alpha: float, power: float = 0.8) -> float:
+    """Smallest true win rate q > 1/2 at which the exact sign test on ``n_eff`` effective decisive
+    votes reaches ``power`` (bisection; power rises with q). NaN when even q = 0.999 does not."""
+    n = int(np.floor(n_eff))
+    if n < 1 or exact_sign_test_power(n, 0.999, alpha)[0] < power:
+        return float("nan")
+    low, high = 0.5, 0.999
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if exact_sign_test_power(n, mid, alpha)[0] < power else (low, mid)
+    return float(high)
+
+
+def achieved_power_table(pairwise: pd.DataFrame, alpha: float = 0.05,
+                         power: float = 0.8) -> pd.DataFrame:
+    """Sensitivity of *this* study, per pair: the smallest true win rate it detects with
+    ``power`` (not "observed power", which only restates the p-value).
+
+    Effective n = decisive votes / design effect (the clustered over the independent-votes
+    variance of the win rate, floored at 1); each pair is sized at alpha / K, Holm's first step
+    over the K pairs with decisive votes (conservative for the later steps)."""
+    rows = []
+    k = int(((pairwise["wins_a"] + pairwise["wins_b"]) > 0).sum()) if len(pairwise) else 0
+    alpha_pair = alpha / max(k, 1)
+    for _, r in pairwise.iterrows():
+        decisive = int(r["wins_a"] + r["wins_b"])
+        deff = float(r["design_effect"]) if np.isfinite(r["design_effect"]) else np.nan
+        n_eff = decisive / deff if decisive and np.isfinite(deff) else np.nan
+        n_int = int(np.floor(n_eff)) if np.isfinite(n_eff) else 0
+        at = {q: float(exact_sign_test_power(n_int, q, alpha_pair)[0]) if n_int else np.nan
+              for q in (0.6, 0.65, 0.7)}
+        rows.append([r["method_a"], r["method_b"], decisive, deff, n_eff, alpha_pair, power,
+                     detectable_win_rate(n_eff, alpha_pair, power) if n_int else np.nan,
+                     at[0.6], at[0.65], at[0.7],
+                     "exact sign test on the effective number of decisive votes",
+                     "Holm first step (alpha / pairs)", alpha,
+                     "" if n_int else "no decisive vote or undefined design effect"])
+    return pd.DataFrame(rows, columns=POWER_COLUMNS)

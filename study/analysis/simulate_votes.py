@@ -1,8 +1,12 @@
 """Synthetic votes with known truth, for validating the statistics (not the serving harness).
 
 Votes follow a Bradley-Terry model: given a decisive vote, P(i over j) = sigmoid(theta_i -
-theta_j [+ left_bias if i is on the left] [+ participant deviation]). Ties occur with a fixed
-probability, split evenly into both_good / both_bad. Each side is flagged as hallucinated with its
+theta_j [+ left_bias if i is on the left] [+ participant deviation] [+ drift] [+ item effect]).
+The participant deviation is a per-participant, per-method normal offset (taste); drift moves it
+linearly over the session (a second normal offset, scaled from 0 at the first trial to 1 at the
+last); the item effect is a per-item, per-method normal offset (an image on which a method does
+unusually well). Each participant sees the items in a fresh random order, each at most once per
+pass. Ties occur with a fixed probability, split evenly into both_good / both_bad. Each side is flagged as hallucinated with its
 method's rate. Careless participants answer uniformly at random on every trial, attention checks
 included. The output is the canonical votes table that ``study export`` writes.
 """
@@ -35,6 +39,7 @@ def simulate_votes(methods: Sequence[str], strengths: Mapping[str, float] | None
                    n_participants: int = 20, votes_per_participant: int = 30, n_items: int = 40,
                    attention_per_participant: int = 3, repeats_per_participant: int = 2,
                    careless_share: float = 0.0, participant_sd: float = 0.0,
+                   drift_sd: float = 0.0, item_sd: float = 0.0,
                    left_bias: float = 0.0, seed: int = 0) -> pd.DataFrame:
     """Canonical votes table for a simulated study.
 
@@ -42,7 +47,8 @@ def simulate_votes(methods: Sequence[str], strengths: Mapping[str, float] | None
     ``halluc_rates``: per-method flag probability (default 0.1). Pairs rotate across each
     participant's main trials so all pairs get (nearly) equal counts; sides are random.
     ``participant_sd``: SD of each participant's own deviation from the true strengths (creates
-    the within-participant correlation that the cluster bootstrap is for).
+    within-participant correlation); ``drift_sd``: SD of the extra offset reached by the last
+    trial; ``item_sd``: SD of the per-item, per-method offsets (between-item correlation).
     """
     rng = np.random.default_rng(seed)
     methods = list(methods)
@@ -53,6 +59,8 @@ def simulate_votes(methods: Sequence[str], strengths: Mapping[str, float] | None
     n_careless = int(round(careless_share * n_participants))
     careless_people = np.arange(n_participants) < n_careless
     deviation = rng.normal(0, participant_sd, (n_participants, len(methods)))
+    drift = rng.normal(0, drift_sd, (n_participants, len(methods)))
+    item_effect = rng.normal(0, item_sd, (n_items, len(methods)))
 
     # main trials
     person = np.repeat(np.arange(n_participants), votes_per_participant)
@@ -60,7 +68,9 @@ def simulate_votes(methods: Sequence[str], strengths: Mapping[str, float] | None
     pair = pairs[(trial + person) % len(pairs)]
     swap = rng.random(len(person)) < 0.5
     left, right = np.where(swap, pair[:, 1], pair[:, 0]), np.where(swap, pair[:, 0], pair[:, 1])
-    item = rng.integers(0, n_items, len(person))
+    passes = -(-votes_per_participant // n_items)
+    item = np.concatenate([np.concatenate([rng.permutation(n_items) for _ in range(passes)])
+                           [:votes_per_participant] for _ in range(n_participants)])
     frames = [dict(person=person, seq=trial * 10.0, item=item, left=left, right=right,
                    kind="main")]
 
@@ -75,8 +85,12 @@ def simulate_votes(methods: Sequence[str], strengths: Mapping[str, float] | None
     tables = []
     for f in frames:
         t = pd.DataFrame(f)
-        d = theta[t["left"]] - theta[t["right"]] + left_bias + (
-            deviation[t["person"], t["left"]] - deviation[t["person"], t["right"]])
+        who, lt, rt = t["person"].to_numpy(), t["left"].to_numpy(), t["right"].to_numpy()
+        progress = np.clip(t["seq"].to_numpy() / max(10.0 * (votes_per_participant - 1), 1), 0, 1)
+        d = (theta[lt] - theta[rt] + left_bias
+             + deviation[who, lt] - deviation[who, rt]
+             + progress * (drift[who, lt] - drift[who, rt])
+             + item_effect[t["item"].to_numpy(), lt] - item_effect[t["item"].to_numpy(), rt])
         t["choice"] = _choices(rng, 1 / (1 + np.exp(-d)), tie_rate,
                                careless_people[t["person"]])
         t["method_left"] = np.array(methods)[t["left"]]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from study.exclusion import ExclusionRule as _SharedExclusionRule
+from study.exclusion import participant_verdicts
 
 REQUIRED_COLUMNS = (
     "participant_id", "item_id", "method_left", "method_right", "choice",
@@ -35,23 +37,90 @@ def empty_votes() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS})
 
 
+TEXT_COLUMNS = ("participant_id", "item_id", "method_left", "method_right", "choice",
+                "halluc_left", "halluc_right", "trial_kind", "expected_choice")
+"""Read as text, so ``TRUE``, ``yes`` or ``007`` reach validation as written."""
+
+
 def read_votes_csv(path: str | Path) -> pd.DataFrame:
     """Read an exported votes CSV; a zero-byte file is an empty study, not an error."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise VotesError(f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                         f"offset {error.start}): re-export it as UTF-8") from None
     if not text.strip():
         warnings.warn(f"{path} is empty: analysing zero votes", stacklevel=2)
         return empty_votes()
-    return pd.read_csv(io.StringIO(text), dtype={"participant_id": str, "item_id": str,
-                                                 "expected_choice": str})
+    try:
+        return pd.read_csv(io.StringIO(text.lstrip("\ufeff")),
+                           dtype=dict.fromkeys(TEXT_COLUMNS, str))
+    except (pd.errors.ParserError, ValueError) as error:
+        raise VotesError(f"{path} is not a readable CSV table: "
+                         f"{str(error).strip().splitlines()[0]}") from None
+
+
+FLAG_VALUES = {"1": 1, "1.0": 1, "true": 1, "t": 1, "yes": 1, "y": 1,
+               "0": 0, "0.0": 0, "false": 0, "f": 0, "no": 0, "n": 0}
+"""Accepted spellings of a hallucination flag (case-insensitive); anything else is refused."""
 
 
 def _flag_column(df: pd.DataFrame, name: str) -> pd.Series:
-    values = pd.to_numeric(df[name].replace({"": np.nan, "True": 1, "False": 0, "true": 1,
-                                             "false": 0}), errors="coerce").fillna(0)
-    if not values.isin([0, 1]).all():
-        bad = df.loc[~values.isin([0, 1]), name].unique()[:5]
-        raise VotesError(f"column {name!r} must be 0/1, found {list(bad)}")
-    return values.astype(int)
+    """0/1 flags from 0/1, true/false or yes/no; an empty flag is refused on main and repeat
+    trials (a missing judgement is not "not flagged") and read as 0 on attention trials, whose
+    flags no analysis uses; any other value ("flagged", 2) is refused."""
+    raw = df[name]
+    text = raw.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
+                   else str(v).strip().lower())
+    values = text.map(FLAG_VALUES)
+    empty = text == ""
+    bad = ~empty & values.isna()
+    if bad.any():
+        raise VotesError(f"column {name!r} must be 0/1 (or true/false, yes/no), found "
+                         f"{sorted(set(raw[bad].astype(str)))[:5]}")
+    missing = empty & (df["trial_kind"] != "attention")
+    if missing.any():
+        first = df.loc[missing].iloc[0]
+        raise VotesError(f"column {name!r} is empty in {int(missing.sum())} main/repeat votes "
+                         f"(first: participant {first['participant_id']!r}, item "
+                         f"{first['item_id']!r}); a missing flag is not 'not flagged', so fill "
+                         "in 0 or 1")
+    return values.fillna(0).astype(int)
+
+
+def _refuse_empty(df: pd.DataFrame, name: str, rows: pd.Series, what: str) -> None:
+    empty = rows & (df[name] == "")
+    if empty.any():
+        raise VotesError(f"{int(empty.sum())} rows have no {name} ({what}); the first is row "
+                         f"{int(np.flatnonzero(empty.to_numpy())[0])} of the table")
+
+
+def _refuse_duplicates(df: pd.DataFrame) -> None:
+    """One vote per (participant, item, method pair, trial kind) on main and repeat trials, and
+    no row twice anywhere: a duplicated export would otherwise count twice."""
+    columns = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in df]
+    exact = df.duplicated(columns, keep="first")
+    if exact.any():
+        first = df.loc[exact].iloc[0]
+        raise VotesError(f"{int(exact.sum())} rows are exact duplicates of earlier rows (first: "
+                         f"participant {first['participant_id']!r}, item {first['item_id']!r}); "
+                         "remove them before analysing")
+    judged = df[df["trial_kind"] != "attention"]
+    key = ["participant_id", "item_id", "method_a", "method_b", "trial_kind"]
+    repeated = judged.duplicated(key, keep="first")
+    if repeated.any():
+        first = judged.loc[repeated].iloc[0]
+        raise VotesError(f"{int(repeated.sum())} votes repeat an earlier vote of the same "
+                         f"participant, item, method pair and trial kind (first: "
+                         f"{first['participant_id']!r}, {first['item_id']!r}, "
+                         f"{first['method_a']} vs {first['method_b']}, {first['trial_kind']}); "
+                         "each may be counted once, so remove the duplicates")
+
+
+def normalise_method(name: str) -> str:
+    """Method names are compared case- and space-insensitively: ``MobilePicasso `` is
+    ``mobilepicasso``."""
+    return " ".join(str(name).split()).lower()
 
 
 def _text_column(df: pd.DataFrame, name: str) -> pd.Series:
@@ -61,8 +130,11 @@ def _text_column(df: pd.DataFrame, name: str) -> pd.Series:
 def validate_votes(raw: pd.DataFrame, methods: list[str] | None = None) -> pd.DataFrame:
     """Check the canonical columns and add the side-invariant ones.
 
-    Raises :class:`VotesError` for missing columns or choice/trial-kind values outside the
-    schema. With ``methods`` given, main and repeat votes naming any other method are dropped with
+    Raises :class:`VotesError` (one sentence saying what to fix) for missing columns, choice,
+    trial-kind or expected-choice values outside the schema, hallucination flags that are not
+    0/1, true/false or yes/no (or empty on a main or repeat trial), rows without a participant or
+    item id, and duplicated votes. Method names are normalised (case, surrounding and repeated
+    spaces). With ``methods`` given, main and repeat votes naming any other method are dropped with
     a warning (attention trials may use stimuli outside the method list, so they are kept).
 
     Added columns: ``method_a``, ``method_b`` (sorted pair), ``label`` (``a``/``b``/``tie``),
@@ -73,20 +145,32 @@ def validate_votes(raw: pd.DataFrame, methods: list[str] | None = None) -> pd.Da
     if missing:
         raise VotesError(f"votes table is missing columns {missing}; "
                          f"expected at least {list(REQUIRED_COLUMNS)}")
-    df = raw.copy()
+    df = raw.copy().reset_index(drop=True)
     for name in ("participant_id", "item_id", "method_left", "method_right", "choice",
                  "trial_kind"):
         df[name] = _text_column(df, name)
     df["choice"] = df["choice"].str.lower()
     df["trial_kind"] = df["trial_kind"].str.lower()
-    for name, allowed in (("choice", CHOICES), ("trial_kind", TRIAL_KINDS)):
-        bad = sorted(set(df[name]) - set(allowed))
-        if bad:
-            raise VotesError(f"column {name!r} has values {bad[:5]} outside {list(allowed)}")
+    df["method_left"] = df["method_left"].map(normalise_method)
+    df["method_right"] = df["method_right"].map(normalise_method)
     df["expected_choice"] = (_text_column(df, "expected_choice").str.lower()
                              if "expected_choice" in df else "")
+    for name, allowed in (("choice", CHOICES), ("trial_kind", TRIAL_KINDS),
+                          ("expected_choice", CHOICES + ("",))):
+        bad = sorted(set(df[name]) - set(allowed))
+        if bad:
+            raise VotesError(f"column {name!r} has values {bad[:5]} outside "
+                             f"{[a for a in allowed if a]}")
+    every = pd.Series(True, index=df.index)
+    _refuse_empty(df, "participant_id", every, "a vote without its participant cannot be "
+                  "clustered, excluded or counted")
+    _refuse_empty(df, "item_id", every, "a vote without its item cannot be clustered")
+    for side in ("method_left", "method_right"):
+        _refuse_empty(df, side, df["trial_kind"] != "attention", "on a main or repeat trial")
     for name in ("halluc_left", "halluc_right"):
         df[name] = _flag_column(df, name)
+    if methods is not None:
+        methods = [normalise_method(m) for m in methods]
 
     compared = df["trial_kind"] != "attention"
     same = compared & (df["method_left"] == df["method_right"])
@@ -123,6 +207,7 @@ def validate_votes(raw: pd.DataFrame, methods: list[str] | None = None) -> pd.Da
     if "latency_ms" in df:
         response_s = response_s.fillna(pd.to_numeric(df["latency_ms"], errors="coerce") / 1000)
     df["response_s"] = response_s.astype(float)
+    _refuse_duplicates(df)
     return df.reset_index(drop=True)
 
 
@@ -132,18 +217,9 @@ def methods_in(votes: pd.DataFrame) -> list[str]:
     return sorted(set(main["method_a"]) | set(main["method_b"]))
 
 
-@dataclass(frozen=True)
-class ExclusionRule:
-    """Pre-registered participant exclusion, applied before every main analysis.
-
-    ``min_attention_pass``: a participant whose share of passed attention checks is below this is
-    excluded with all their votes (participants with no scorable attention trial are kept and
-    reported as such). ``min_median_response_s``: optionally exclude participants whose median
-    response time is below this many seconds (click-through).
-    """
-
-    min_attention_pass: float = 0.8
-    min_median_response_s: float | None = None
+# The pre-registered exclusion rule is defined once, in study/exclusion.py (pure pandas, no
+# database), and re-exported here: the server, the export and this analysis apply the same rule.
+ExclusionRule = _SharedExclusionRule
 
 
 def participant_quality(votes: pd.DataFrame, rule: ExclusionRule) -> pd.DataFrame:
@@ -165,18 +241,8 @@ def participant_quality(votes: pd.DataFrame, rule: ExclusionRule) -> pd.DataFram
     table["attention_passed"] = passed["sum"].reindex(table.index).fillna(0).astype(int)
     with np.errstate(invalid="ignore", divide="ignore"):
         table["attention_pass_rate"] = table["attention_passed"] / table["attention_trials"]
-    reasons = []
-    for pid, row in table.iterrows():
-        why = []
-        if row["attention_trials"] > 0 and row["attention_pass_rate"] < rule.min_attention_pass:
-            why.append(f"attention pass rate {row['attention_pass_rate']:.2f} "
-                       f"< {rule.min_attention_pass:.2f}")
-        if (rule.min_median_response_s is not None
-                and row["median_response_s"] < rule.min_median_response_s):
-            why.append(f"median response {row['median_response_s']:.1f} s "
-                       f"< {rule.min_median_response_s:.1f} s")
-        reasons.append("; ".join(why))
-    table["reason"] = reasons
+    verdicts = participant_verdicts(votes, rule).set_index("participant_id")
+    table["reason"] = verdicts["reason"].reindex(table.index).fillna("")
     table["excluded"] = table["reason"] != ""
     table.loc[(table["attention_trials"] == 0) & ~table["excluded"], "reason"] = (
         "kept: no scorable attention trial")
