@@ -9,6 +9,7 @@ overridden only to keep each participant's left/right split at 50/50 within one 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -48,10 +49,12 @@ def check_counts(n_trials: int, min_attention: int, attention_share: float,
     return attention, repeats
 
 
+@functools.lru_cache(maxsize=256)
 def check_plan(n_trials: int, min_attention: int, attention_share: float,
                repeat_share: float) -> dict[int, Kind]:
     """Positions (1-based) of the check trials: evenly spread over the participant's trials,
-    repeats spread evenly among the checks and never first (a repeat needs an earlier trial)."""
+    repeats spread evenly among the checks and never first (a repeat needs an earlier trial).
+    Cached: the returned mapping is shared, do not modify it."""
     attention, repeats = check_counts(n_trials, min_attention, attention_share, repeat_share)
     total = attention + repeats
     plan: dict[int, Kind] = {}

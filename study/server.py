@@ -17,6 +17,7 @@ import re
 
 import gradio as gr
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse
 
 from study.api import PREFIX, router
@@ -49,8 +50,12 @@ class RouteAllowlist:
         await self.app(scope, receive, send)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive``: an HTTPException, so a framework that wraps body-parsing errors
+    (FastAPI answers them with 400) passes it on and it is answered with 413."""
+
+    def __init__(self):
+        super().__init__(status_code=413, detail="request body too large")
 
 
 class BodySizeLimit:

@@ -70,4 +70,11 @@ def test_participant_consents_votes_and_resumes(chromium_path, tmp_path):
     assert (tmp_path / "resumed.png").stat().st_size > 0
     votes = service.exclusions()
     assert votes.votes.sum() == 4
+    from sqlalchemy import select
+
+    from study.db import Vote
+
+    with service.ReadSession() as session:  # the browser measured every response time itself
+        measured = session.scalars(select(Vote.client_latency_ms)).all()
+    assert len(measured) == 4 and all(m is not None and 0 <= m < 600_000 for m in measured)
     service.close()
