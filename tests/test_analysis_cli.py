@@ -14,9 +14,10 @@ from scipy.stats import binom, binomtest
 
 from study.analysis import cli
 from study.analysis.bradley_terry import BT_COLUMNS
-from study.analysis.hallucination import COCHRAN_COLUMNS, MCNEMAR_COLUMNS, RATE_COLUMNS
+from study.analysis.hallucination import MCNEMAR_COLUMNS, RATE_COLUMNS
 from study.analysis.pairwise import PAIRWISE_COLUMNS
-from study.analysis.power import decisive_votes_needed, exact_sign_test_power, plan_study
+from study.analysis.power import (POWER_COLUMNS, decisive_votes_needed, exact_sign_test_power,
+                                  plan_study)
 from study.analysis.quality_control import QC_COLUMNS
 from study.analysis.simulate_votes import simulate_votes
 from study.analysis.summary import SUMMARY_COLUMNS
@@ -24,9 +25,10 @@ from study.analysis.summary import SUMMARY_COLUMNS
 EXPECTED = {
     "pairwise_tests.csv": PAIRWISE_COLUMNS, "bradley_terry.csv": BT_COLUMNS,
     "hallucination.csv": RATE_COLUMNS, "hallucination_pairwise.csv": MCNEMAR_COLUMNS,
-    "hallucination_cochran_q.csv": COCHRAN_COLUMNS, "summary.csv": SUMMARY_COLUMNS,
-    "quality_control.csv": QC_COLUMNS,
+    "summary.csv": SUMMARY_COLUMNS, "quality_control.csv": QC_COLUMNS,
+    "power.csv": POWER_COLUMNS,
 }
+METHOD_COLUMNS = ["test", "interval", "correction", "alpha", "bootstrap_rounds"]
 FIGURES = ["win_rate_matrix.png", "bradley_terry.png", "hallucination.png"]
 
 
@@ -49,7 +51,14 @@ def votes_csv(tmp_path: Path) -> Path:
 
 def check_outputs(out: Path) -> None:
     for name, columns in EXPECTED.items():
-        assert list(pd.read_csv(out / name).columns) == columns, name
+        table = pd.read_csv(out / name)
+        assert list(table.columns) == columns, name
+        # every row names its test, interval, correction, alpha and resampling rounds
+        assert set(METHOD_COLUMNS) <= set(table.columns), name
+        assert table["alpha"].notna().all() and table["bootstrap_rounds"].notna().all(), name
+    for name in ("vote_count_matrix.csv", "predicted_win_matrix.csv"):
+        matrix = pd.read_csv(out / name, index_col=0)
+        assert list(matrix.index) == list(matrix.columns) == sorted(matrix.columns)
     for name in FIGURES:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "mobilepicasso vs baselines" in (out / "summary.md").read_text()
@@ -81,7 +90,7 @@ def test_analyze_from_database_calls_votes_frame(tmp_path, votes_csv, monkeypatc
     assert seen == [f"sqlite:///{(tmp_path / 'study.db').resolve()}"]
     check_outputs(out)
     assert run(["analyze", "--db", "postgresql+psycopg://u@h/db", "--out", str(out),
-                "--bootstrap", "0"]) == 0
+                "--bootstrap", "1"]) == 0
     assert seen[-1] == "postgresql+psycopg://u@h/db"
 
 

@@ -92,7 +92,8 @@ def power_table(effects: list[float], **kwargs) -> pd.DataFrame:
 
 POWER_COLUMNS = ["method_a", "method_b", "decisive_votes", "design_effect", "effective_n",
                  "alpha_per_pair", "target_power", "detectable_win_rate", "power_at_0.60",
-                 "power_at_0.65", "power_at_0.70", "test", "correction", "alpha", "note"]
+                 "power_at_0.65", "power_at_0.70", "test", "interval", "correction", "alpha",
+                 "bootstrap_rounds", "note"]
 
 
 def detectable_win_rate(n_eff: float, alpha: float, power: float = 0.8) -> float:
@@ -129,7 +130,7 @@ def achieved_power_table(pairwise: pd.DataFrame, alpha: float = 0.05,
         rows.append([r["method_a"], r["method_b"], decisive, deff, n_eff, alpha_pair, power,
                      detectable_win_rate(n_eff, alpha_pair, power) if n_int else np.nan,
                      at[0.6], at[0.65], at[0.7],
-                     "exact sign test on the effective number of decisive votes",
-                     "Holm first step (alpha / pairs)", alpha,
+                     "exact sign test on the effective number of decisive votes", "none",
+                     "Holm first step (alpha / pairs)", alpha, 0,
                      "" if n_int else "no decisive vote or undefined design effect"])
     return pd.DataFrame(rows, columns=POWER_COLUMNS)

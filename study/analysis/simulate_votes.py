@@ -77,8 +77,9 @@ def simulate_votes(methods: Sequence[str], strengths: Mapping[str, float] | None
     # repeats: an earlier main trial of the same participant, sides swapped
     if repeats_per_participant:
         rep_person = np.repeat(np.arange(n_participants), repeats_per_participant)
-        source = rep_person * votes_per_participant + rng.integers(
-            0, votes_per_participant, len(rep_person))
+        source = rep_person * votes_per_participant + np.concatenate([  # distinct per person
+            rng.choice(votes_per_participant, repeats_per_participant, replace=False)
+            for _ in range(n_participants)])
         frames.append(dict(person=rep_person, seq=votes_per_participant * 10.0 + np.arange(
             len(rep_person)), item=item[source], left=right[source], right=left[source],
             kind="repeat"))
