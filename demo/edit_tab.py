@@ -46,7 +46,6 @@ ZOOM_WINDOWS = (128, 256, 384, 512)
 DEFAULT_WINDOW = 256
 PREVIEW_HEIGHT = 260
 DEFAULT_METHOD = "mobilepicasso"
-EXAMPLE_WAIT_SECONDS = 120  # how long a page load waits for the startup example result
 HOW_TO = (
     "Pick an example (the first one is loaded, with its result below) or upload an image, say what to change, "
     "choose the methods and the output size, then **Run**. Each method gets a tile with its latency, peak memory, "
@@ -289,6 +288,7 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
     state = gr.State(None)
     ticket = gr.State(None)
     waiting_timer = gr.Timer(1.0, active=False)
+    example_timer = gr.Timer(2.0, active=False)
 
     by_kind = {}
     for e in examples:
@@ -392,31 +392,53 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
             if first is not None and info is not None:
                 compute(str(first.path), first.instruction, [DEFAULT_METHOD], default_size, 0, d_steps, d_text,
                         d_image, root=cache / "examples-results")
+        except Exception:  # the page still works; the visitor just presses Run
+            traceback.print_exc()
+        finally:
+            ready.set()
+        try:
             if model_set is not None:
                 with RUN_LOCK:
                     for key in (default_size, *(v for _, v in sizes)):
                         direct_seconds(output_size(None, key))  # warm the per-size cache off the page's path
                 costs.direct = direct_seconds
-        except Exception:  # the page still works; the visitor just presses Run
+        except Exception:  # then ip2p-direct keeps the benchmark's estimate
             traceback.print_exc()
-        finally:
-            ready.set()
 
     threading.Thread(target=precompute, name="example-result", daemon=True).start()
 
+    def example_result(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance, i_guidance, x, y, win):
+        if problem(image_path, text, chosen) is not None:
+            return None
+        order = [m for m in pipeline.METHODS if m in (chosen or [])]
+        hit = results_cache.get(settings_key(image_path, text, order, size_value, int(seed_value or 0), n_steps,
+                                             t_guidance, i_guidance))
+        if hit is None:
+            return None
+        return showing(hit, "**Example result** (computed when the app started). Press **Run** to edit it again, "
+                            "change the instruction, or pick another example below.", x, y, win)
+
     def on_load(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance, i_guidance, x, y, win):
-        ready.wait(EXAMPLE_WAIT_SECONDS)
+        """Estimates for this page, and the preloaded example's result: at once when it is ready,
+        otherwise the example timer shows it when it is (the page is usable meanwhile)."""
         labels_update, guide_text, estimate_text = plan(image_path, size_value, chosen)
         out = {methods: labels_update, guide: guide_text, estimate: estimate_text}
-        order = [m for m in pipeline.METHODS if m in (chosen or [])]
-        if problem(image_path, text, chosen) is None:
-            key = settings_key(image_path, text, order, size_value, int(seed_value or 0), n_steps, t_guidance,
-                               i_guidance)
-            hit = results_cache.get(key)
-            if hit is not None:
-                out.update(showing(hit, "**Example result** (computed when the app started). Press **Run** to edit "
-                                        "it again, change the instruction, or pick another example below.", x, y, win))
-        return out
+        if not ready.is_set():
+            return {**out, example_timer: gr.Timer(active=True),
+                    status: _status("busy", "Computing the first example's result (started with the app)…")}
+        shown_result = example_result(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance,
+                                      i_guidance, x, y, win)
+        return {**out, **(shown_result or {status: _status("info", "Press **Run** to edit the example.")})}
+
+    def on_example_tick(state_value, ticket_id, *inputs):
+        if not ready.is_set():
+            return {}
+        if state_value is not None or ticket_id is not None:  # the visitor has moved on
+            return {example_timer: gr.Timer(active=False)}
+        labels_update, guide_text, estimate_text = plan(inputs[0], inputs[3], inputs[2])
+        shown_result = example_result(*inputs)
+        return {example_timer: gr.Timer(active=False), methods: labels_update, guide: guide_text,
+                estimate: estimate_text, **(shown_result or {status: _status("info", "Press **Run** to edit the example.")})}
 
     # -- Run from the page ------------------------------------------------------------------------
     def waiting_message(ticket_id) -> str:
@@ -603,6 +625,9 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
     for preview in [input_preview] + [t.preview for t in tiles]:
         preview.select(on_select, inputs=[state], outputs=[zoom_x, zoom_y], api_visibility="private").then(
             on_zoom, inputs=[state, *zoom_inputs], outputs=zoom_outputs, api_visibility="private")
+    load_inputs = [*run_inputs[:5], *run_inputs[6:], *zoom_inputs]
+    load_outputs = [*shown, methods, guide, estimate, example_timer]
     if page is not None:
-        page.load(on_load, inputs=[*run_inputs[:5], *run_inputs[6:], *zoom_inputs],
-                  outputs=[*shown, methods, guide, estimate], show_progress="hidden", api_visibility="private")
+        page.load(on_load, inputs=load_inputs, outputs=load_outputs, show_progress="hidden", api_visibility="private")
+    example_timer.tick(on_example_tick, inputs=[state, ticket, *load_inputs], outputs=load_outputs,
+                       show_progress="hidden", api_visibility="private")

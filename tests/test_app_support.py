@@ -45,3 +45,10 @@ def small_config(tmp: Path, **kwargs) -> app.AppConfig:
     kwargs.setdefault("stimuli", None)
     return app.AppConfig(models="mini", cache_dir=tmp / "cache", sizes=TEST_SIZES, default_size=TEST_SIZE, **kwargs)
 
+
+def clear_input(page) -> None:
+    """Empty the image component (after an example it shows the image, not the drop zone)."""
+    clear = page.locator("#edit-input button[aria-label='Clear'], #edit-input button[title='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#edit-input input[type=file]").wait_for(state="attached", timeout=30_000)
