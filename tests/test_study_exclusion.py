@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
-
 from study.config import StudyConfig
 from study.db import Trial, votes_frame
 from study.exclusion import ExclusionRule
@@ -33,8 +31,8 @@ def play(service, pid, latency_ms, delay_s=0.0, wrong_attention=False):
     while view.status == "trial":
         if delay_s:
             with service.Session.begin() as session:
-                session.execute(update(Trial).where(Trial.id == view.trial_id).values(
-                    served_at=Trial.served_at - dt.timedelta(seconds=delay_s)))
+                trial = session.get(Trial, view.trial_id)
+                trial.served_at = trial.served_at - dt.timedelta(seconds=delay_s)
         with service.ReadSession() as session:
             trial = session.get(Trial, view.trial_id)
         choice = "left"

@@ -53,7 +53,7 @@ def test_completion_codes_cannot_be_derived_from_anything_a_participant_receives
             for pid, code in codes.items():
                 assert f"{schedule.stable_hash(secret, pid):016X}"[:10] != code
         with server.service.Session() as session:  # issued codes are stored with the participant
-            stored = dict(session.execute(select(Participant.public_id, Participant.completion_code)))
+            stored = dict(session.execute(select(Participant.public_id, Participant.completion_code)).tuples().all())
         assert {pid: stored[pid] for pid in codes} == codes
         assert finish(client, "code-a")["completion_code"] == codes["code-a"]  # stable on reload
     server.service.close()
