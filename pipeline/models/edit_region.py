@@ -10,16 +10,15 @@ A text-conditioned segmentation U-Net at the edit size. Two design choices carry
 - **A language-driven dot-product head** (LSeg, Li et al. 2022): the logit of a pixel is the inner
   product of its embedding with an embedding of the instruction, so every pixel is compared with
   the words directly (FiLM alone mostly learned "all shapes" for "the circle" in the same steps).
-- **A "where" branch**: "add a star in the top left" names a region no pixel shows yet; a per-pixel
-  MLP on Fourier features of the coordinates and the instruction adds a text-placed prior.
+- **A text-placed prior**: "add a star in the top left" names a region no pixel shows yet; the
+  instruction predicts a coarse map over the frame (linear in the text, upsampled) added to the logits.
 - **Concept matching**: heads for the concept under each pixel and the concept the instruction
-  names (trained on dense labels where the data has them: SynthEdit's shape kinds) add the log-odds
-  that the two agree, so "the circle" selects circles as soon as each side knows its concepts.
+  names (trained on dense labels where the data has them: SynthEdit's shape kinds) add -log(1 - p)
+  for the probability p that the two agree, so "the circle" selects circles as soon as each side
+  knows its concepts; the term only ever selects, and a per-instruction gate can turn it off.
 The U-Net runs at half the edit size; a short full-resolution head sharpens the borders.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +56,8 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         stem_channels: int = 16,
         block_out_channels: tuple[int, ...] = (32, 64, 128),
         embedding_dim: int = 32,
-        fourier_bands: int = 6,
         aux_classes: int = 7,
+        place_grid: int = 8,
     ):
         super().__init__()
         self.query_tokens = nn.Parameter(torch.randn(queries, text_dim) * text_dim ** -0.5)
@@ -72,11 +71,15 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         self.head = FiLMBlock(chans[0] + stem_channels, stem_channels, cond_dim)
         self.pixel_embedding = nn.Conv2d(stem_channels, embedding_dim, 1)
         self.text_embedding = nn.Linear(cond_dim, embedding_dim + 1)  # the query and a per-instruction bias
-        self.where = nn.Sequential(nn.Linear(4 * fourier_bands + cond_dim, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(),
-                                   nn.Linear(64, 1))
+        self.place = nn.Linear(cond_dim, place_grid * place_grid)  # a coarse per-instruction map over the frame
+        nn.init.zeros_(self.place.weight)
+        nn.init.zeros_(self.place.bias)
         self.pixel_kinds = nn.Conv2d(stem_channels, aux_classes, 1)
         self.text_kinds = nn.Linear(cond_dim, aux_classes)
         self.match_gain = nn.Parameter(torch.ones(()))
+        self.match_gate = nn.Linear(cond_dim, 1)  # per instruction: does it name something already there?
+        nn.init.zeros_(self.match_gate.weight)
+        nn.init.constant_(self.match_gate.bias, 2.0)
 
     @property
     def multiple(self) -> int:
@@ -90,11 +93,12 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         pooled, _ = self.pool(q, text_states, text_states, key_padding_mask=pad, need_weights=False)
         return self.cond(pooled.flatten(1))
 
-    def fourier(self, coords: torch.Tensor) -> torch.Tensor:
-        """(B, 2, H, W) coordinates in [-1, 1] -> (B, H, W, 4 * bands) sines and cosines."""
-        freqs = math.pi * 2.0 ** torch.arange(self.config.fourier_bands, device=coords.device, dtype=coords.dtype) / 2
-        angles = coords.permute(0, 2, 3, 1)[..., None] * freqs          # (B, H, W, 2, bands)
-        return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(3)
+    def placed_prior(self, cond: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The instruction's coarse map over the frame, upsampled to `size` (h, w): (B, h, w)."""
+        g = self.config.place_grid
+        grid = self.place(cond).view(-1, 1, g, g)
+        return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
+
 
     def forward(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None,
                 return_aux: bool = False):
@@ -119,10 +123,13 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         pixels = self.pixel_embedding(features)
         query, bias = self.text_embedding(cond).split([pixels.shape[1], 1], dim=1)
         what = torch.einsum("bchw,bc->bhw", pixels, query) * pixels.shape[1] ** -0.5 + bias[:, :1, None]
-        where_in = torch.cat([self.fourier(coords), cond[:, None, None].expand(-1, h, w, -1)], dim=-1)
         pixel_kinds, text_kinds = self.pixel_kinds(features), self.text_kinds(cond)
-        agree = torch.einsum("bkhw,bk->bhw", pixel_kinds.softmax(1), text_kinds.softmax(1)).clamp(1e-4, 1 - 1e-4)
-        logits = (what + self.where(where_in)[..., 0] + self.match_gain * torch.logit(agree))[:, None]
+        agree = torch.einsum("bkhw,bk->bhw", pixel_kinds.softmax(1), text_kinds.softmax(1)).clamp(0, 1 - 1e-4)
+        gate = torch.sigmoid(self.match_gate(cond))[..., None]  # (B, 1, 1): "add a star" names no pixel yet
+        # -log(1 - agree): 0 where the concepts disagree, large where they agree, so the term can only
+        # select pixels; the negative baseline comes from the other terms
+        match = -torch.log1p(-agree)
+        logits = (what + self.placed_prior(cond, (h, w)) + gate * self.match_gain * match)[:, None]
         if return_aux:
             return logits, pixel_kinds, text_kinds
         return logits

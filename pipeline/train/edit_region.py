@@ -95,7 +95,7 @@ def region_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
 
 
-AUX_WEIGHT = 0.5
+AUX_WEIGHT = 1.0
 
 
 def auxiliary_loss(pixel_kinds: torch.Tensor, text_kinds: torch.Tensor, kinds: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
@@ -141,7 +141,8 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     val = tensors(build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1), pipe)
     model = arch.edit_region().to(dev).train()
     if getattr(args, "init_from", None):  # continue from an earlier run's weights (new parameters start fresh)
-        model.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
+        old, new = torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], model.state_dict()
+        model.load_state_dict({k: v for k, v in old.items() if k in new and new[k].shape == v.shape}, strict=False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step, elapsed = ckpt.load(model=model, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
