@@ -31,7 +31,7 @@ def start_server(db: Path, stimuli: Path, port: int, log: Path) -> subprocess.Po
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/study/api/trial", params={"participant": "x"},
-                         trust_env=False, timeout=2).status_code == 400:
+                         trust_env=False, timeout=30).status_code == 400:
                 return proc
         except httpx.HTTPError:
             pass
