@@ -346,6 +346,10 @@ def run(args: argparse.Namespace) -> None:
         from pipeline.train import evaluate_local
 
         evaluate_local.run(args)
+    if "examples" in tables:
+        from pipeline.train import evaluate_local
+
+        print(json.dumps(evaluate_local.example_grid(res, str(path)), indent=1), flush=True)
     print(f"evaluate: {time.time() - t0:.0f} s")
 
 

@@ -184,3 +184,48 @@ def tune(args: argparse.Namespace, n: int = 60, long_side: int = 512) -> list[di
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         print("chosen:", best, flush=True)
     return rows
+
+
+def example_grid(out: Path, models: str, long_side: int = 3840, crop: int = 320) -> list[dict]:
+    """The demo's five SynthEdit examples (the first test scene of each family) at `long_side`: a grid
+    of source / mobilepicasso / mobilepicasso-paper, each downscaled and as a 1:1 crop centred on the
+    true edit region, plus a CSV of PSNR against the target for each and for no edit."""
+    from PIL import Image, ImageDraw
+
+    from pipeline import edit
+
+    found: dict[str, se.EditExample] = {}
+    for seed in se.split_seeds("test", 200):
+        ex = se.sample(seed)
+        found.setdefault(ex.family, ex)
+    rows, tiles = [], []
+    for family in se.FAMILIES:
+        ex = found[family]
+        w, h = ex.size(long_side)
+        src, tgt, mask = ex.source(w, h), np.asarray(ex.target(w, h)), ex.edit_mask(w, h)
+        ys, xs = np.nonzero(mask) if mask.any() else (np.array([h // 2]), np.array([w // 2]))
+        cx, cy = int(np.clip(xs.mean(), crop // 2, w - crop // 2)), int(np.clip(ys.mean(), crop // 2, h - crop // 2))
+        box = (cx - crop // 2, cy - crop // 2, cx + crop // 2, cy + crop // 2)
+        images = {"source": src}
+        for method in ("mobilepicasso", "mobilepicasso-paper"):
+            images[method] = edit(src, ex.instruction, method=method, size=(w, h), models=models).image
+        row = {"family": family, "seed": ex.seed, "instruction": ex.instruction, "size": f"{w}x{h}"}
+        for name, im in images.items():
+            row[f"psnr_{name}"] = _psnr(np.asarray(im), tgt)
+        rows.append(row)
+        tiles.append((ex.instruction, [im.resize((crop * w // h, crop)) for im in images.values()],
+                      [im.crop(box) for im in images.values()]))
+    cell_w = max(t[1][0].width for t in tiles)
+    grid = Image.new("RGB", (3 * cell_w + 3 * crop, len(tiles) * (crop + 24)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (text, small, crops) in enumerate(tiles):
+        y = r * (crop + 24)
+        draw.text((4, y + 4), f"{text}   (source | mobilepicasso | mobilepicasso-paper; then 1:1 crops)", fill="black")
+        for c, im in enumerate(small):
+            grid.paste(im, (c * cell_w, y + 24))
+        for c, im in enumerate(crops):
+            grid.paste(im, (3 * cell_w + c * crop, y + 24))
+    out.mkdir(parents=True, exist_ok=True)
+    grid.save(out / "examples.png")
+    write_csv(out / "examples.csv", rows)
+    return rows
