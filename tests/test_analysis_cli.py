@@ -111,7 +111,7 @@ def test_python_m_study_analyze(tmp_path, votes_csv):
         pytest.skip("study/cli.py (harness commands) not in this tree yet")
     subprocess.run([sys.executable, "-m", "study", "analyze", "--votes", str(votes_csv),
                     "--out", str(tmp_path / "sub"), "--bootstrap", "20"],
-                   cwd=root, check=True, capture_output=True, timeout=120)
+                   cwd=root, check=True, capture_output=True, timeout=600)
     check_outputs(tmp_path / "sub")
 
 

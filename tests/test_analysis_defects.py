@@ -25,7 +25,8 @@ from study.analysis.clustered import codes, satterthwaite_df, twoway_cov
 from study.analysis.hallucination import mcnemar_tests
 from study.analysis.pairwise import holm, pairwise_tests, sign_test_p
 from study.analysis.plots import plot_bradley_terry, plot_hallucination, plot_win_rate_matrix
-from study.analysis.quality_control import krippendorff_alpha, quality_control
+from study.analysis.quality_control import (_unit_coincidences, alpha_from_coincidences,
+                                            krippendorff_alpha, quality_control)
 from study.analysis.report import analyze
 from study.analysis.simulate_votes import simulate_votes
 from study.analysis.votes import (ExclusionRule, VotesError, participant_quality,
@@ -365,9 +366,17 @@ def test_retest_chance_baseline_and_agreement_with_interval(study_result):
                                            & (votes["trial_kind"] == "main")])
     assert k["value"] == pytest.approx(alpha) and k["bootstrap_rounds"] == 60
     assert k["ci_low"] <= k["value"] <= k["ci_high"] and k["ci_low"] < k["ci_high"]
-    reference = krippendorff.alpha(reliability_data=[[0, 1, 1, 2], [0, 1, 0, 2]],
-                                   level_of_measurement="nominal")
-    assert np.isfinite(reference)
+    # the bootstrap's coincidence-matrix alpha is the library's alpha on the full data
+    kept_main = votes[votes["participant_id"].isin(kept_ids) & (votes["trial_kind"] == "main")]
+    full = alpha_from_coincidences(_unit_coincidences(kept_main).sum(axis=0))
+    assert full == pytest.approx(alpha, abs=1e-12)
+    data = [[0, 1, 1, 2, np.nan, 0], [0, 1, 0, 2, 1, np.nan], [np.nan, 1, 0, 2, 1, 0]]
+    coincidence = _unit_coincidences(pd.DataFrame([
+        dict(participant_id=str(r), item_id=str(u), method_a="a", method_b="b",
+             label=["a", "b", "tie"][int(v)])
+        for r, row in enumerate(data) for u, v in enumerate(row) if not np.isnan(v)]))
+    assert alpha_from_coincidences(coincidence.sum(axis=0)) == pytest.approx(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"), abs=1e-12)
 
 
 def test_plots_show_n_and_intervals_and_start_shares_at_zero(study_result):

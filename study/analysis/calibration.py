@@ -206,12 +206,12 @@ def summarise(s: Scenario, studies: pd.DataFrame) -> list[dict]:
 def simulate_calibration(out: Path, studies: int, scenarios: list[str], seed: int = 0,
                          chunk: int = 50, log=print) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, truths = [], {}
     gc.disable()  # statsmodels' Holm calls gc.collect(); these loops make no cycles
     try:
         for name in scenarios:
             s = SCENARIOS[name]
-            win_truth, bt_truth = population_truth(s)
+            win_truth, bt_truth = truths[name] = population_truth(s)
             path = out / f"studies_{name}.csv"
             done = pd.read_csv(path) if path.exists() else pd.DataFrame()
             have = set(done["seed"]) if len(done) else set()
@@ -232,7 +232,7 @@ def simulate_calibration(out: Path, studies: int, scenarios: list[str], seed: in
     result.to_csv(out / "calibration.csv", index=False)
     settings = {name: asdict(SCENARIOS[name]) | {"studies": studies, "first_seed": seed,
                                                  "population_truth_bt": list(
-                                                     population_truth(SCENARIOS[name])[1])}
+                                                     truths[name][1])}
                 for name in scenarios}
     (out / "calibration_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     return result

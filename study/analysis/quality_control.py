@@ -138,29 +138,45 @@ def krippendorff_alpha(votes: pd.DataFrame) -> tuple[float, int, str]:
         "nominal, labels method_a / method_b / tie, units = item x pair")
 
 
-def krippendorff_interval(votes: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-                          level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of Krippendorff's alpha, resampling units (columns of the
-    rater x unit matrix) with replacement; rounds where alpha is undefined are skipped."""
+def _unit_coincidences(votes: pd.DataFrame) -> np.ndarray:
+    """``(units, L, L)`` coincidence matrices of the units rated at least twice: unit u adds
+    ``n_uc (n_uk - [c == k]) / (m_u - 1)`` (Krippendorff's nominal alpha is a function of their
+    sum, so a bootstrap round over units is a weighted sum)."""
     units = votes.assign(unit=votes["item_id"] + "|" + votes["method_a"] + "|" + votes["method_b"])
     units = units.drop_duplicates(["participant_id", "unit"])
-    units = units[units.groupby("unit")["participant_id"].transform("size") >= 2]
-    if units["unit"].nunique() < 2 or units["label"].nunique() < 2 or n_boot < 1:
+    counts = pd.crosstab(units["unit"], units["label"]).reindex(
+        columns=list(CANONICAL_LABELS), fill_value=0).to_numpy(float)
+    counts = counts[counts.sum(axis=1) >= 2]
+    m = counts.sum(axis=1)
+    eye = np.eye(len(CANONICAL_LABELS))
+    return (counts[:, :, None] * (counts[:, None, :] - eye[None])) / (m - 1)[:, None, None]
+
+
+def alpha_from_coincidences(coincidence: np.ndarray) -> np.ndarray:
+    """Nominal alpha ``1 - (n - 1) D_o / sum_(c != k) n_c n_k`` for ``(..., L, L)`` matrices."""
+    off = 1 - np.eye(coincidence.shape[-1])
+    n_c = coincidence.sum(axis=-1)
+    n = n_c.sum(axis=-1)
+    observed = (coincidence * off).sum(axis=(-2, -1))
+    expected = (n_c[..., :, None] * n_c[..., None, :] * off).sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, 1 - (n - 1) * observed / expected, np.nan)
+
+
+def krippendorff_interval(votes: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of Krippendorff's alpha, resampling units with replacement
+    (multinomial weights on the units' coincidence matrices, all rounds in one matrix product);
+    rounds where alpha is undefined are skipped."""
+    unit = _unit_coincidences(votes)
+    if len(unit) < 2 or n_boot < 1:
         return np.nan, np.nan
-    codes_ = units["label"].map({label: k for k, label in enumerate(CANONICAL_LABELS)})
-    matrix = units.assign(code=codes_).pivot(index="participant_id", columns="unit",
-                                             values="code").to_numpy(float)
     rng = np.random.default_rng(seed)
-    domain = list(range(len(CANONICAL_LABELS)))
-    draws = []
-    for _ in range(n_boot):
-        sample = matrix[:, rng.integers(0, matrix.shape[1], matrix.shape[1])]
-        values = sample[~np.isnan(sample)]
-        if len(np.unique(values)) < 2:
-            continue
-        draws.append(krippendorff.alpha(reliability_data=sample, level_of_measurement="nominal",
-                                        value_domain=domain))
-    if not draws:
+    weights = rng.multinomial(len(unit), np.full(len(unit), 1 / len(unit)), size=n_boot)
+    draws = alpha_from_coincidences((weights @ unit.reshape(len(unit), -1)).reshape(
+        n_boot, *unit.shape[1:]))
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
         return np.nan, np.nan
     tail = (1 - level) / 2 * 100
     return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
