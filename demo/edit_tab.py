@@ -432,7 +432,7 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
 
     def on_example_tick(state_value, ticket_id, *inputs):
         if not ready.is_set():
-            return {}
+            return {example_timer: gr.skip()}  # Gradio wants at least one output in a dict
         if state_value is not None or ticket_id is not None:  # the visitor has moved on
             return {example_timer: gr.Timer(active=False)}
         labels_update, guide_text, estimate_text = plan(inputs[0], inputs[3], inputs[2])
@@ -566,13 +566,13 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
 
     def on_zoom(state_value, x, y, win):
         if not state_value:
-            return {}
+            return {zoom_caption: gr.skip()}
         c = compare.Comparison.from_state(state_value)
         try:
             return zoomed(c, x, y, win)
         except FileNotFoundError:
             gr.Warning("These results were cleared to free disk space; run the edit again to zoom.")
-            return {}
+            return {zoom_caption: gr.skip()}
 
     def on_select(state_value, evt: gr.SelectData):
         """A click on any preview picks the zoom centre (previews share the output's aspect ratio)."""
