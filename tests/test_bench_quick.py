@@ -49,7 +49,7 @@ def test_quick_rows_cover_every_method_and_check_the_counts(quick_results):
     if direct["status"] == "failed":  # over its time budget: a row with a derived time, not a crash
         assert direct["derived_seconds"] > 0 and "over budget" in direct["failure_reason"]
     runs = pd.read_csv(quick_results / "bench" / "runs.csv")
-    tiled = runs[runs["method"].isin(["mobilepicasso", "tiled-naive", "tiled-overlap"])]
+    tiled = runs[runs["method"].isin(["mobilepicasso-paper", "tiled-naive", "tiled-overlap"])]
     assert tiled["seam_ratio"].notna().all() and tiled["psnr"].notna().all()
     head = pd.read_csv(quick_results / "bench" / "headline.csv")
     assert set(head["baseline"]) == set(METHODS) - {"mobilepicasso"}
@@ -63,7 +63,7 @@ def test_quick_tiles_tables(quick_results):
     costs = pd.read_csv(quick_results / "tiles" / "tile_cost.csv")
     assert (costs["status"] == "ok").all() and (costs["seconds_per_tile"] > 0).all()
     derived = pd.read_csv(quick_results / "tiles" / "derived_cost.csv")
-    mp = derived[(derived["method"] == "mobilepicasso")].iloc[0]
+    mp = derived[(derived["method"] == "mobilepicasso-paper")].iloc[0]
     assert mp["measured"] == "yes" and mp["total_s_measured"] > 0
     # exact FLOPs from the planner x per-window-shape counts equal what the run counted
     assert mp["unet_gflops_derived"] == pytest.approx(mp["unet_gflops_measured"], rel=1e-3)
