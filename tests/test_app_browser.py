@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from test_app_support import TEST_SIZE, clear_input, running_app, small_config
+from test_app_support import TEST_SIZE, clear_input, input_loaded, running_app, small_config
 
 pytestmark = pytest.mark.browser
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -40,7 +40,7 @@ def test_first_edit_shows_slider_metrics_zoom_and_downloads(served, chromium_pat
             example = sorted((cache_dir / "examples").glob("synthedit-*.png"))[0]  # written at startup
             clear_input(page)  # the first example is preloaded
             page.locator("#edit-input input[type=file]").set_input_files(str(example))
-            expect(page.locator("#edit-input img")).to_be_visible(timeout=30_000)
+            expect(input_loaded(page)).to_be_visible(timeout=30_000)
             page.locator("#edit-instruction textarea").fill("make the circle green")
             page.locator("#edit-methods label", has_text="ip2p-bicubic").click()
             page.locator("#edit-size label", has_text=f"{TEST_SIZE} px").click()

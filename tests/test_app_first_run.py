@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_app_support import clear_input, running_app, small_config
+from test_app_support import clear_input, input_loaded, running_app, small_config
 
 pytestmark = pytest.mark.browser
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -44,7 +44,7 @@ def test_first_visit_example_run_bad_upload_and_rerun(served, chromium_path, tmp
             page.set_default_timeout(120_000)  # a busy shared CPU serves the page slowly
             page.goto(served, timeout=300_000)
             # preloaded: the first example's image, instruction and cached result, no click needed
-            expect(page.locator("#edit-input img")).to_be_visible(timeout=60_000)
+            expect(input_loaded(page)).to_be_visible(timeout=60_000)
             assert page.locator("#edit-instruction textarea").input_value().strip()
             expect(page.locator("#metrics-mobilepicasso")).to_contain_text("Latency", timeout=900_000)
             expect(page.locator("#edit-status")).to_contain_text("Example result")
