@@ -100,7 +100,7 @@ def test_full_analysis_recovers_truth_with_ties_careless_raters_and_clustering(t
     strengths = {"mobilepicasso": 0.7, "x": 0.0, "y": -0.7}
     rates = {"mobilepicasso": 0.05, "x": 0.2, "y": 0.3}
     raw = simulate_votes(list(strengths), strengths, tie_rate=0.2, halluc_rates=rates,
-                         n_participants=40, votes_per_participant=45, careless_share=0.15,
+                         n_participants=40, votes_per_participant=45, n_items=45, careless_share=0.15,
                          attention_per_participant=5, participant_sd=0.3, item_sd=0.3, seed=7)
     result = analyze(raw, tmp_path, n_boot=100)
     people = result.tables["participants"].set_index("participant_id")
