@@ -46,8 +46,10 @@ def test_edit_endpoint_returns_full_resolution_pngs_and_metrics(client, photo):
         assert report["error"] is None and tuple(report["output_size"]) == expected
         assert report["total_seconds"] > 0 and report["peak_memory_bytes"] > 0
         assert report["model_set"] == "mini" and report["seed"] == 3 and report["steps"] == 2
-    assert mp["unet_evaluations"]["upscale"] >= 1 and mp["total_unet_evaluations"] > bicubic["total_unet_evaluations"]
-    assert mp["tiling"]["mode"] == "acpt" and mp["tiling"]["tiles"] >= 1
+    # mobilepicasso runs the upscaler only on tiles where the edit drew new structure: maybe none
+    assert set(mp["region"]) >= {"source", "transfer", "generative"}
+    if mp["tiling"]:
+        assert mp["tiling"]["mode"] == "acpt" and mp["unet_evaluations"]["upscale"] == mp["tiling"]["tiles"]
     assert "upscale" not in bicubic["unet_evaluations"]
 
 

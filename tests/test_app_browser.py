@@ -56,7 +56,7 @@ def test_first_edit_shows_slider_metrics_zoom_and_downloads(served, chromium_pat
             expect(page.locator("#edit-status")).to_contain_text("2 of 2 methods")
             expect(page.locator("#edit-slider img")).to_have_count(2)
             expect(page.locator("#edit-slider-method")).to_be_visible()
-            assert re.search(r"Tiles\W+\d+", page.locator("#metrics-mobilepicasso").inner_text())
+            assert re.search(r"Tiles\W+(\d+|none)", page.locator("#metrics-mobilepicasso").inner_text())
 
             before = page.locator("#edit-zoom-caption").inner_text()
             preview = page.locator("#preview-ip2p-bicubic img")
