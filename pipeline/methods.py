@@ -17,7 +17,7 @@ from PIL import Image
 
 import torch.nn.functional as F
 
-from pipeline.model_sets import ModelSet
+from pipeline.model_set import ModelSet
 from pipeline.report import RunMeter
 from pipeline.stages.compose import Origins, compose, decide_origins, dilate, guided_upsample, luma, upsample
 from pipeline.stages.edit import KeepOutside, decode_image, edit_latent, source_latent, standard_size
@@ -54,6 +54,16 @@ class EditJob:
     origins: str = "auto"  # mobilepicasso ablation: "edit" (mask only), "transfer" (no generative path), "auto"
     memo: dict | None = None  # shared by several methods on one input: the edit stage runs once per setting
     details: dict[str, Any] = field(default_factory=dict)  # method-specific report fields
+
+    def fill(self, report) -> None:
+        """Copy what the method recorded (and the meter's measurements) into its `EditReport`."""
+        d = self.details
+        report.edit_size = d.get("edit_size", report.edit_size)
+        report.projection, report.tiling = d.get("projection"), d.get("tiling")
+        report.region, report.note, report.reused_stages = d.get("region"), d.get("note"), d.get("reused", [])
+        if "tile_costs" in d:
+            report.tiling = {**(report.tiling or {}), "tile_costs": d["tile_costs"]}
+        self.meter.fill(report)
 
     def generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
@@ -100,7 +110,7 @@ def source_at_output(job: EditJob) -> np.ndarray:
 
 
 def _to_pil(pixels: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    arr = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    arr = ((pixels[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     return Image.fromarray(arr[: size[1], : size[0]])
 
 
@@ -146,7 +156,7 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndar
     with job.meter.stage("decode"):
         pixels = up.decode(hr, need=need, on_tile=lambda i, n: job.progress("decode", i, n))
     w, h = job.output_size
-    return ((pixels[0, :, :h, :w].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    return ((pixels[0, :, :h, :w].float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
 def mobilepicasso(job: EditJob) -> Image.Image:

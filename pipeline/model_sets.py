@@ -13,84 +13,26 @@ and optionally `edit_region` (without it the set's edit region comes from the ed
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import AutoencoderTiny, DDIMScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as hf_logging
 
+from pipeline import sd15
+from pipeline.model_set import BUNDLED, WEIGHT_SUFFIXES, ModelSet, ModelSetUnavailable, SetInfo, has_weights
 from pipeline.models import ArtifactDetector, EditRegionModel, LatentProjector, LatentSRUNet
+from pipeline.stages.upscale import LatentSRUpscaler
 
-BUNDLED = Path(__file__).parent / "models"
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-class ModelSetUnavailable(RuntimeError):
-    """A model set that cannot be loaded here (e.g. Hub weights with no network); the message is one sentence."""
-
-
-@dataclass(frozen=True)
-class SetInfo:
-    """Settings stored in `model_set.json`; they travel with the weights they were chosen for."""
-
-    name: str
-    description: str
-    edit_resolution: int = 128          # long side of the standard-resolution edit, pixels
-    edit_multiple: int = 32             # edit sides are rounded to this (U-Net downsampling x VAE factor)
-    latent_factor: int = 8              # pixels per latent pixel of the edit autoencoder (upscalers report their own)
-    steps: int = 20
-    text_guidance: float = 1.0
-    image_guidance: float = 1.0
-    upscaler_kind: str = "latent-sr"    # "latent-sr" (one-step SR U-Net in the edit latent space) or "sd-x4"
-    upscaler_steps: int = 1
-    tile_sizes: tuple[int, ...] = (32, 64, 96, 128)  # candidate static tile sizes (latent px) for ACPT
-    tile: int = 96                      # default when no memory budget asks for the measured table
-    halo: int = 8
-    decode_tile: int = 128
-    decode_halo: int = 16               # >= the decoder's receptive field: tiled decode is exact
-    trained_on: str = "SynthEdit procedural scenes (synthetic shapes on textures), not photos"
-    default_projection: str = "learned"  # "reference" where no trained projector exists (sd15)
-    blend_latents: bool = True          # mobilepicasso: keep the source latent outside the region while sampling
-    residual_threshold: float = 0.08    # mobilepicasso: affine-fit residual above which a pixel is new structure
-    composite_threshold: float = 0.1    # ip2p-composite: decoded difference (in [0, 1]) that counts as edited
-    untrained: tuple[str, ...] = field(default=())  # components built from configs with random weights
-
-    @property
-    def trained(self) -> bool:
-        return not self.untrained
-
-    @property
-    def label(self) -> str:
-        state = "trained" if self.trained else f"UNTRAINED ({', '.join(self.untrained)} random)"
-        return f"{self.name}: {self.description} [{state}]"
-
-
-@dataclass
-class ModelSet:
-    """Loaded components. `edit_pipeline` is a stock diffusers InstructPix2Pix pipeline."""
-
-    info: SetInfo
-    edit_pipeline: StableDiffusionInstructPix2PixPipeline
-    projector: torch.nn.Module
-    upscaler: Any                       # a `pipeline.stages.upscale.Upscaler`
-    detector: ArtifactDetector | None = None
-    edit_region: EditRegionModel | None = None  # None: a training-free DiffEdit mask from the edit U-Net
-    path: Path | None = None
-
-    @property
-    def vae(self):
-        return self.edit_pipeline.vae
-
-
-def _has_weights(folder: Path) -> bool:
-    return folder.is_dir() and any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir())
+__all__ = ["BUNDLED", "WEIGHT_SUFFIXES", "ModelSet", "ModelSetUnavailable", "SetInfo", "load_local_set",
+           "load_model_set", "load_set", "save_local_set"]
 
 
 def _load_module(cls, folder: Path, untrained: list[str], name: str, seed: int):
-    if _has_weights(folder):
+    if has_weights(folder):
         return cls.from_pretrained(folder, torch_dtype=torch.float32)
     untrained.append(name)
     torch.manual_seed(seed)
@@ -98,8 +40,14 @@ def _load_module(cls, folder: Path, untrained: list[str], name: str, seed: int):
 
 
 def _load_text_encoder(folder: Path, untrained: list[str], seed: int) -> CLIPTextModel:
-    if _has_weights(folder):
-        return CLIPTextModel.from_pretrained(folder, torch_dtype=torch.float32)
+    if has_weights(folder):
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a 36-tensor encoder loads in milliseconds: no bar on stderr
+        try:
+            return CLIPTextModel.from_pretrained(folder, torch_dtype=torch.float32)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
     untrained.append("text_encoder")
     torch.manual_seed(seed)
     return CLIPTextModel(CLIPTextConfig.from_pretrained(folder))
@@ -107,8 +55,6 @@ def _load_text_encoder(folder: Path, untrained: list[str], seed: int) -> CLIPTex
 
 def load_local_set(path: str | Path, seed: int = 0) -> ModelSet:
     """Load a set folder (see module docstring); never touches the network."""
-    from pipeline.stages.upscale import LatentSRUpscaler
-
     root = Path(path)
     if not (root / "model_set.json").is_file():
         raise ModelSetUnavailable(f"{root} is not a model set folder (no model_set.json)")
@@ -161,14 +107,17 @@ def save_local_set(components: dict, info: SetInfo, out_dir: str | Path, *, weig
     return out
 
 
-@lru_cache(maxsize=2)
-def load_model_set(name: str = "mini") -> ModelSet:
+def load_set(name: str = "mini") -> ModelSet:
     """`mini` (bundled), `sd15` (Hub), `sd15-arch` (real architectures, random weights) or a folder path."""
     if name in ("sd15", "sd15-arch"):
-        from pipeline import sd15
-
         return sd15.load(pretrained=name == "sd15")
     path = BUNDLED / name if (BUNDLED / name / "model_set.json").is_file() else Path(name)
     if not path.exists():
         raise ModelSetUnavailable(f"unknown model set {name!r}: use mini, sd15, sd15-arch or a folder path")
     return load_local_set(path)
+
+
+@lru_cache(maxsize=2)
+def load_model_set(name: str = "mini") -> ModelSet:
+    """`load_set`, one shared copy per name (read-only use: a copy to move to a device comes from `load_set`)."""
+    return load_set(name)

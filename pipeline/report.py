@@ -2,7 +2,7 @@
 
 Peak memory on CPU is the process's resident-set high-water mark (Linux `VmHWM`), reset at the
 start of every run through `/proc/self/clear_refs`, so it covers this run only (model weights
-already resident are included). On CUDA it is `torch.cuda.max_memory_allocated`. U-Net
+already resident are included). On CUDA (where the models run on it) it is `torch.cuda.max_memory_allocated`. U-Net
 evaluations count one per sample in a batch (a CFG step at batch 3 is 3 evaluations); FLOPs are
 counted with `torch.utils.flop_counter` once per input shape and multiplied.
 """
@@ -33,10 +33,14 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
 
-def reset_peak_memory() -> str:
-    """Start a new peak-memory window; returns how peak memory is measured."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+def _on_cuda(device: torch.device | str | None) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def reset_peak_memory(device: torch.device | str | None = None) -> str:
+    """Start a new peak-memory window for where the models run; returns how peak memory is measured."""
+    if _on_cuda(device):
+        torch.cuda.reset_peak_memory_stats(device)
         return "torch.cuda.max_memory_allocated"
     try:
         _CLEAR_REFS.write_text("5")
@@ -45,9 +49,10 @@ def reset_peak_memory() -> str:
         return "process peak RSS since start (ru_maxrss; could not reset)"
 
 
-def peak_memory_bytes() -> int:
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
+def peak_memory_bytes(device: torch.device | str | None = None) -> int:
+    if _on_cuda(device):
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device))
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -73,6 +78,8 @@ class EditReport:
     text_guidance: float
     image_guidance: float
     scheduler: str
+    device: str = "cpu"
+    dtype: str = "float32"
     projection: str | None = None
     tiling: dict[str, Any] | None = None
     region: dict[str, Any] | None = None   # mobilepicasso: share of the frame per origin, tiles run/skipped
@@ -104,12 +111,13 @@ class EditReport:
 class RunMeter:
     """Collects stage times, U-Net evaluations/FLOPs and the peak memory of one run."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
         self.stage_seconds: dict[str, float] = {}
         self.evaluations: Counter[str] = Counter()
         self.flops: Counter[str] = Counter()
         self._flops_per_sample: dict[tuple, float] = {}
-        self.memory_measure = reset_peak_memory()
+        self.memory_measure = reset_peak_memory(device)
         self._start = time.perf_counter()
 
     @contextmanager
@@ -118,6 +126,8 @@ class RunMeter:
         try:
             yield
         finally:
+            if _on_cuda(self.device):
+                torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: time the work, not the launch
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     @contextmanager
@@ -157,7 +167,7 @@ class RunMeter:
     def fill(self, report: EditReport) -> EditReport:
         report.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         report.total_seconds = round(time.perf_counter() - self._start, 4)
-        report.peak_memory_bytes = peak_memory_bytes()
+        report.peak_memory_bytes = peak_memory_bytes(self.device)
         report.peak_memory_measure = self.memory_measure
         report.unet_evaluations = dict(self.evaluations)
         report.unet_flops = {k: float(v) for k, v in self.flops.items()}

@@ -40,9 +40,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pipeline.model_sets import BUNDLED, ModelSet, ModelSetUnavailable, SetInfo, _has_weights
+from pipeline.model_set import BUNDLED, ModelSet, ModelSetUnavailable, SetInfo, has_weights
 from pipeline.models import LatentProjector
-from pipeline.stages.upscale import TileCallback, decode_tiled
+from pipeline.stages.upscale import TileCallback, decode_tiled, initial_noise
 from pipeline.tiling import TilePlan, plan_tiles, run_tiled
 
 CONFIGS = Path(__file__).parent / "configs" / "sd15-arch"
@@ -102,6 +102,17 @@ class SDx4Upscaler:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def components(self) -> dict[str, Any]:
+        return {"unet": self.unet, "scheduler": self.scheduler, "low_res_scheduler": self.low_res_scheduler,
+                "vae": self.vae}
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "SDx4Upscaler":
+        self.unet.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=dtype)
+        self.prompt_embeds = self.prompt_embeds.to(device=device, dtype=dtype)
+        return self
+
+    @property
     def align(self) -> int:
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
@@ -127,8 +138,8 @@ class SDx4Upscaler:
 
     def augment(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The pipeline's noise augmentation of the low-res image at `noise_level`."""
-        noise = torch.randn(cond.shape, generator=generator, dtype=cond.dtype)
-        level = torch.tensor([self.noise_level], dtype=torch.long)
+        noise = initial_noise(cond.shape, generator, cond)
+        level = torch.tensor([self.noise_level], dtype=torch.long, device=cond.device)
         return self.low_res_scheduler.add_noise(cond, noise, level)
 
     def plan(self, size: tuple[int, int], *, mode: str = "acpt", tile: int | None = None, halo: int | None = None) -> TilePlan:
@@ -141,7 +152,7 @@ class SDx4Upscaler:
         b = windows.shape[0]
         return self.unet(
             windows, t, encoder_hidden_states=self.prompt_embeds.expand(b, -1, -1),
-            class_labels=torch.full((b,), self.noise_level, dtype=torch.long),
+            class_labels=torch.full((b,), self.noise_level, dtype=torch.long, device=windows.device),
         ).sample
 
     def denoise(
@@ -152,7 +163,7 @@ class SDx4Upscaler:
         steps = steps or self.info.upscaler_steps
         sched.set_timesteps(steps)
         image = self.augment(cond, generator)
-        latents = torch.randn((1, self.latent_channels, *cond.shape[-2:]), generator=generator) * sched.init_noise_sigma
+        latents = initial_noise((1, self.latent_channels, *cond.shape[-2:]), generator, cond) * sched.init_noise_sigma
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
         n = plan.n_tiles
         for i, t in enumerate(sched.timesteps):
@@ -190,7 +201,7 @@ def load(pretrained: bool) -> ModelSet:
 def projector_dir() -> Path | None:
     """Where trained `LatentProjector(4 -> 3)` weights for this set are looked for, if anywhere."""
     for folder in (os.environ.get(PROJECTOR_ENV), BUNDLED / "sd15-projector"):
-        if folder and _has_weights(Path(folder)):
+        if folder and has_weights(Path(folder)):
             return Path(folder)
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -153,12 +154,12 @@ def test_x4_upscaler_acpt_end_to_end(tiny):
 @pytest.mark.parametrize("method", ["mobilepicasso", "mobilepicasso-paper", "tiled-overlap", "ip2p-bicubic"])
 def test_edit_through_the_public_api(tiny, monkeypatch, method):
     monkeypatch.setattr(sd15, "load", lambda pretrained: tiny)
-    load_model_set.cache_clear()
+    load_model_set.cache_clear(), pipeline.shared_pipeline.cache_clear()
     try:
         result = pipeline.edit(Image.new("RGB", (96, 64), (120, 160, 200)), "make it snowy", method=method,
                                models="sd15-arch", size="256", steps=1, projection="reference")
     finally:
-        load_model_set.cache_clear()
+        load_model_set.cache_clear(), pipeline.shared_pipeline.cache_clear()
     assert not result.report.failed
     assert result.image.size == (256, 171)
     assert result.report.model_set == "sd15-arch"
@@ -166,6 +167,26 @@ def test_edit_through_the_public_api(tiny, monkeypatch, method):
         assert result.report.tiling["mode"] == ("acpt" if method == "mobilepicasso-paper" else "overlap")
     if method == "mobilepicasso":  # no region model in the set: the edit U-Net's own (DiffEdit) mask
         assert result.report.region is not None
+
+
+def test_x4_upscaler_is_an_upscaler_and_moves_with_the_pipeline(tiny_configs):
+    """The SD x4 upscaler implements the `Upscaler` protocol; `.to(bf16)` moves all of it, the
+    empty-prompt embedding included, and the dense method still runs."""
+    from pipeline.devices import cpu_has_native_bf16
+    from pipeline.stages.upscale import Upscaler
+
+    pipe = pipeline.MobilePicassoPipeline(sd15.load_arch(tiny_configs, settings=TINY_SETTINGS))
+    assert isinstance(pipe.models.upscaler, Upscaler)
+    assert set(pipe.models.upscaler.components) == {"unet", "scheduler", "low_res_scheduler", "vae"}
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    pipe.to("cpu", torch.bfloat16)
+    assert {p.dtype for m in pipe.modules() for p in m.parameters()} == {torch.bfloat16}
+    assert pipe.models.upscaler.prompt_embeds.dtype == torch.bfloat16
+    result = pipe(Image.new("RGB", (96, 64), (120, 160, 200)), "make it snowy", method="mobilepicasso-paper",
+                  size="256", steps=1, projection="reference")
+    assert not result.report.failed and result.report.dtype == "bfloat16"
+    assert np.asarray(result.image).std() > 0
 
 
 # ------------------------------------------------------------------ the real architectures

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,45 @@ import torch.nn.functional as F
 from pipeline.tiling import TilePlan, plan_tiles, restrict_to, run_tiled
 
 TileCallback = Callable[[int, int], None]
+
+
+@runtime_checkable
+class Upscaler(Protocol):
+    """What the methods need from an upscaler: the mini set's `LatentSRUpscaler` and the SD x4
+    upscaler (`pipeline.sd15.SDx4Upscaler`) both implement it."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    info: Any
+    batch_size: int
+
+    @property
+    def latent_factor(self) -> int: ...      # output pixels per latent pixel of its decoder
+    @property
+    def align(self) -> int: ...              # tile sides must be multiples of this (U-Net downsampling)
+    @property
+    def latent_channels(self) -> int: ...
+    @property
+    def cond_channels(self) -> int: ...
+    @property
+    def components(self) -> dict[str, Any]: ...  # its own modules and schedulers, by name
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Upscaler": ...
+    def condition_size(self, width: int, height: int) -> tuple[int, int]: ...
+    def reference_condition(self, edit_pipeline, latent: torch.Tensor, size: tuple[int, int]) -> torch.Tensor: ...
+    def model_output(self, windows: torch.Tensor, t) -> torch.Tensor: ...
+    def plan(self, size: tuple[int, int], *, mode: str = "acpt", tile: int | None = None,
+             halo: int | None = None) -> TilePlan: ...
+    def denoise(self, cond: torch.Tensor, plan: TilePlan, *, generator: torch.Generator,
+                on_tile: TileCallback | None = None) -> torch.Tensor: ...
+    def decode_plan(self, size: tuple[int, int]) -> TilePlan: ...
+    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None,
+               need: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def initial_noise(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU generator (the same numbers on every device) and moved to `like`."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(like)
 
 
 @dataclass
@@ -34,6 +73,15 @@ class LatentSRUpscaler:
     @property
     def latent_factor(self) -> int:
         return self.info.latent_factor
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return {"unet": self.unet, "scheduler": self.scheduler, "vae": self.vae}
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LatentSRUpscaler":
+        self.unet.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=dtype)
+        return self
 
     @property
     def align(self) -> int:
@@ -75,7 +123,7 @@ class LatentSRUpscaler:
     ) -> torch.Tensor:
         sched = self.scheduler
         sched.set_timesteps(self.info.upscaler_steps)
-        latents = torch.randn((1, self.latent_channels, *cond.shape[-2:]), generator=generator) * sched.init_noise_sigma
+        latents = initial_noise((1, self.latent_channels, *cond.shape[-2:]), generator, cond) * sched.init_noise_sigma
         for t in sched.timesteps:
             x = torch.cat([sched.scale_model_input(latents, t), cond], dim=1)
             out = run_tiled(lambda w: self.model_output(w, t), x, plan, batch_size=self.batch_size, on_tile=on_tile)
@@ -124,7 +172,7 @@ def decode_tiled(
     return out
 
 
-_THROUGHPUT: dict[int, float] = {}
+_THROUGHPUT: dict[tuple, float] = {}
 
 
 def estimate_direct_edit(models, size: tuple[int, int], steps: int, text_guidance: float, image_guidance: float) -> dict:
@@ -141,25 +189,28 @@ def estimate_direct_edit(models, size: tuple[int, int], steps: int, text_guidanc
     batch = 3 if uses_cfg(text_guidance, image_guidance) else 1
     ctx = models.edit_pipeline.text_encoder.config.hidden_size
 
-    def flops(h: int, w: int, device: str, module: torch.nn.Module) -> float:
-        x = torch.zeros(1, unet.config.in_channels, h, w, device=device)
-        e = torch.zeros(1, 77, ctx, device=device)
+    def flops(h: int, w: int, device: torch.device | str, module: torch.nn.Module) -> float:
+        dtype = next(module.parameters()).dtype
+        x = torch.zeros(1, unet.config.in_channels, h, w, device=device, dtype=dtype)
+        e = torch.zeros(1, 77, ctx, device=device, dtype=dtype)
         with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter, torch.no_grad():
             module(x, 999, encoder_hidden_states=e)
         return float(counter.get_total_flops())
 
-    key = id(unet)
+    key = (id(unet), unet.device, unet.dtype)
     if key not in _THROUGHPUT:
         import time
 
         n = models.info.edit_resolution // f
-        per_pass = flops(n, n, "cpu", unet)  # also the warm-up: a process's first pass carries one-time setup
+        per_pass = flops(n, n, unet.device, unet)  # also the warm-up: a process's first pass carries one-time setup
         seconds = float("inf")
         for _ in range(2):
             t0 = time.perf_counter()
             with torch.no_grad():
-                unet(torch.zeros(1, unet.config.in_channels, n, n), 999,
-                     encoder_hidden_states=torch.zeros(1, 77, ctx))
+                unet(torch.zeros(1, unet.config.in_channels, n, n, device=unet.device, dtype=unet.dtype), 999,
+                     encoder_hidden_states=torch.zeros(1, 77, ctx, device=unet.device, dtype=unet.dtype))
+            if unet.device.type == "cuda":
+                torch.cuda.synchronize()
             seconds = min(seconds, time.perf_counter() - t0)
         _THROUGHPUT[key] = per_pass / max(seconds, 1e-6)
     with torch.device("meta"):
@@ -168,7 +219,7 @@ def estimate_direct_edit(models, size: tuple[int, int], steps: int, text_guidanc
     return {"tflops": total / 1e12, "seconds": total / _THROUGHPUT[key], "flops_per_second": _THROUGHPUT[key]}
 
 
-_TILE_COSTS: dict[int, list] = {}
+_TILE_COSTS: dict[tuple, list] = {}
 
 
 def measure_tile_costs(upscaler, repeats: int = 2) -> list:
@@ -182,13 +233,15 @@ def measure_tile_costs(upscaler, repeats: int = 2) -> list:
     from pipeline.report import peak_memory_bytes, reset_peak_memory
     from pipeline.tiling import TileCost
 
-    key = id(upscaler.unet)
+    unet_param = next(upscaler.unet.parameters())
+    key = (id(upscaler.unet), unet_param.device, unet_param.dtype)
     if key in _TILE_COSTS:
         return _TILE_COSTS[key]
     b = upscaler.batch_size
     rows = []
     for tile in upscaler.info.tile_sizes:
-        x = torch.randn(b, upscaler.latent_channels + upscaler.cond_channels, tile, tile)
+        x = torch.randn(b, upscaler.latent_channels + upscaler.cond_channels, tile, tile).to(
+            next(upscaler.unet.parameters()))
         best = float("inf")
         with torch.no_grad():
             for _ in range(repeats):
