@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pipeline.devices import parse_dtype
+from pipeline.devices import default_device, parse_dtype
 from pipeline.inputs import InputError, check_instruction, load_image
 from pipeline.methods import METHODS
 from pipeline.model_sets import ModelSetUnavailable, load_model_set
@@ -37,7 +37,8 @@ def shared_pipeline(models: str = "mini", device: str | None = None, dtype: str 
     the cached `load_model_set` copy; any other device or dtype gets its own copy, moved there."""
     if device is None and dtype is None:
         return MobilePicassoPipeline(load_model_set(models))
-    return MobilePicassoPipeline.from_pretrained(models).to(device, parse_dtype(dtype) if dtype else None)
+    target = default_device() if device in (None, "auto") else device
+    return MobilePicassoPipeline.from_pretrained(models).to(target, parse_dtype(dtype) if dtype else None)
 
 
 def edit(
@@ -49,8 +50,8 @@ def edit(
     dtype: str | None = None,
     **options,
 ) -> EditResult:
-    """Edit `image` following `instruction` with the set `models` on `device`/`dtype` (default CPU fp32,
-    or "auto"); `options` are `MobilePicassoPipeline.__call__`'s (method, size, seed, steps, ...)."""
+    """Edit `image` following `instruction` with the set `models` on `device`/`dtype` (default: the set as
+    loaded, CPU fp32; "auto" for the fast choice here); `options` are `MobilePicassoPipeline.__call__`'s (method, size, seed, steps, ...)."""
     if isinstance(dtype, torch.dtype):
         dtype = str(dtype).removeprefix("torch.")
     source, instruction = load_image(image), check_instruction(instruction)  # bad input fails before any load

@@ -3,23 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-          "g": 2**30, "gb": 2**30, "gib": 2**30}
-
-
-def parse_bytes(text: str) -> int:
-    """'512MiB', '2GB', '1048576' -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512MiB, 2GiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
 
 class StageProgress:
     """A tqdm bar per stage, named "stage" and counting steps or tiles."""
@@ -53,6 +40,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
             steps=args.steps, text_guidance=args.text_guidance, image_guidance=args.image_guidance,
             projection=args.projection, tile=args.tile, halo=args.halo, memory_budget=args.memory_budget,
             time_budget=args.time_budget, progress=None if args.quiet else progress,
+            device=args.device, dtype=args.dtype,
         )
     except (InputError, ModelSetUnavailable, MemoryError) as err:
         progress.close()
@@ -90,6 +78,7 @@ def cmd_methods(_args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.inputs import parse_bytes
     from pipeline.methods import METHODS
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
@@ -110,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--halo", type=int, help="ACPT context halo in latent pixels")
     p.add_argument("--memory-budget", type=parse_bytes, help="choose the largest-payoff tile that fits, e.g. 512MiB")
     p.add_argument("--time-budget", type=float, default=900.0, help="seconds; methods estimated to exceed it report a failure")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32")
     p.add_argument("--out", "-o", default="edited.png")
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -4,6 +4,7 @@ Every problem raises `InputError` with a one-line message a user can act on.
 """
 from __future__ import annotations
 
+import argparse
 import io
 import re
 import warnings
@@ -105,3 +106,15 @@ def check_instruction(instruction: str | None) -> str:
     if len(text) > MAX_INSTRUCTION_CHARS:
         raise InputError(f"the instruction is too long ({len(text)} characters; the limit is {MAX_INSTRUCTION_CHARS})")
     return text
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """'512MiB', '2GB', '1048576' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512MiB, 2GiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

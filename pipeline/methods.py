@@ -24,14 +24,11 @@ from pipeline.stages.edit import KeepOutside, decode_image, edit_latent, source_
 from pipeline.stages.projection import project
 from pipeline.stages.region import REGION_THRESHOLD, edit_region
 from pipeline.stages.transfer import fit_affine_colour, fit_residual
-from pipeline.stages.upscale import decode_tiled, estimate_direct_edit, measure_tile_costs
-from pipeline.tiling import choose_tile_size, plan_tiles, restrict_to, run_tiled
+from pipeline.costs import MemoryPlan, OverBudget, estimate_direct_edit, plan_memory
+from pipeline.stages.upscale import decode_tiled, decode_window
+from pipeline.tiling import plan_tiles, restrict_to, run_tiled
 
 Progress = Callable[[str, int, int], None]
-
-
-class OverBudget(RuntimeError):
-    """The method would exceed the time or memory budget; reported, not raised to the user."""
 
 
 @dataclass
@@ -61,8 +58,7 @@ class EditJob:
         report.edit_size = d.get("edit_size", report.edit_size)
         report.projection, report.tiling = d.get("projection"), d.get("tiling")
         report.region, report.note, report.reused_stages = d.get("region"), d.get("note"), d.get("reused", [])
-        if "tile_costs" in d:
-            report.tiling = {**(report.tiling or {}), "tile_costs": d["tile_costs"]}
+        report.memory_plan = d.get("memory_plan")
         self.meter.fill(report)
 
     def generator(self) -> torch.Generator:
@@ -110,29 +106,41 @@ def source_at_output(job: EditJob) -> np.ndarray:
 
 
 def _to_pil(pixels: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    arr = ((pixels[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[: size[1], : size[0]])
+    """Pixels in [-1, 1] to an image, in place: a 4K float frame is 100 MB, each temporary another 100."""
+    x = pixels[0, :, : size[1], : size[0]].float().cpu()
+    x = x.clamp_(-1, 1).add_(1).mul_(127.5).round_()
+    return Image.fromarray(x.to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+def _memory_plan(job: EditJob) -> MemoryPlan | None:
+    """Windows and batches for the whole run under `job.memory_budget` (None: the set's defaults)."""
+    if job.memory_budget is None:
+        return None
+    up = job.models.upscaler
+    plan = plan_memory(up, job.output_size, job.memory_budget, max_sr_window=max(up.info.tile_sizes) ** 2,
+                       max_decode_window=decode_window(up.info))
+    job.details["memory_plan"] = plan.describe()
+    return plan
 
 
 def _tiled_upscale(job: EditJob, mode: str) -> Image.Image:
     latent = _edit(job)
     up = job.models.upscaler
     cond_size = up.condition_size(*job.output_size)
+    budget = _memory_plan(job)
     with job.meter.stage("projection"):
         cond = project(job.models, latent, cond_size, job.projection)
     job.details["projection"] = job.projection
-    tile = job.tile
-    if tile is None and job.memory_budget is not None:
-        halo = up.info.halo if job.halo is None else job.halo
-        table = measure_tile_costs(up)
-        tile = choose_tile_size(*cond_size, halo, table, align=up.align, memory_budget=job.memory_budget).tile
-        job.details["tile_costs"] = [vars(row) for row in table]
-    plan = up.plan(cond_size, mode=mode, tile=tile, halo=job.halo)
+    plan = up.plan(cond_size, mode=mode, tile=job.tile, halo=job.halo,
+                   max_window=budget.sr_window if budget else None)
     job.details["tiling"] = plan.describe()
     with job.meter.stage("upscale"), job.meter.watch(up.unet, "upscale"):
-        hr = up.denoise(cond, plan, generator=job.generator(), on_tile=lambda i, n: job.progress("upscale", i, n))
+        hr = up.denoise(cond, plan, generator=job.generator(), on_tile=lambda i, n: job.progress("upscale", i, n),
+                        batch_size=budget.sr_batch if budget else None)
     with job.meter.stage("decode"):
-        pixels = up.decode(hr, on_tile=lambda i, n: job.progress("decode", i, n))
+        pixels = up.decode(hr, on_tile=lambda i, n: job.progress("decode", i, n),
+                           max_window=budget.decode_window if budget else None,
+                           batch_size=budget.decode_batch if budget else None)
     return _to_pil(pixels, job.output_size)
 
 
@@ -149,12 +157,17 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndar
         cond = project(models, latent, cond_size, job.projection)
     need = torch.from_numpy(upsample(origins.generative, (cond_size[1], cond_size[0])) > 0)
     need = dilate(need[None, None].float(), 1)[0, 0] > 0
-    plan = restrict_to(up.plan(cond_size, mode="acpt", tile=job.tile, halo=job.halo), need)
+    budget = _memory_plan(job)
+    plan = restrict_to(up.plan(cond_size, mode="acpt", tile=job.tile, halo=job.halo,
+                               max_window=budget.sr_window if budget else None), need)
     job.details["tiling"] = plan.describe()
     with job.meter.stage("upscale"), job.meter.watch(up.unet, "upscale"):
-        hr = up.denoise(cond, plan, generator=job.generator(), on_tile=lambda i, n: job.progress("upscale", i, n))
+        hr = up.denoise(cond, plan, generator=job.generator(), on_tile=lambda i, n: job.progress("upscale", i, n),
+                        batch_size=budget.sr_batch if budget else None)
     with job.meter.stage("decode"):
-        pixels = up.decode(hr, need=need, on_tile=lambda i, n: job.progress("decode", i, n))
+        pixels = up.decode(hr, need=need, on_tile=lambda i, n: job.progress("decode", i, n),
+                           max_window=budget.decode_window if budget else None,
+                           batch_size=budget.decode_batch if budget else None)
     w, h = job.output_size
     return ((pixels[0, :, :h, :w].float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
@@ -270,8 +283,8 @@ def ip2p_direct(job: EditJob) -> Image.Image:
     latent = _edit(job, size=size)
     pipe = job.models.edit_pipeline
     with job.meter.stage("decode"):
-        pixels = decode_tiled(pipe.vae, latent, factor=info.latent_factor, tile=info.decode_tile,
-                              halo=info.decode_halo, on_tile=lambda i, n: job.progress("decode", i, n))
+        pixels = decode_tiled(pipe.vae, latent, factor=info.latent_factor, halo=info.decode_halo,
+                              max_window=decode_window(info), on_tile=lambda i, n: job.progress("decode", i, n))
     image = _to_pil(pixels, size)
     return image if size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
 

@@ -13,6 +13,8 @@ and optionally `edit_region` (without it the set's edit region comes from the ed
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -39,15 +41,22 @@ def _load_module(cls, folder: Path, untrained: list[str], name: str, seed: int):
     return cls.from_config(cls.load_config(folder))
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers draws a bar for loading or saving even a 36-tensor encoder (milliseconds): none on stderr."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_text_encoder(folder: Path, untrained: list[str], seed: int) -> CLIPTextModel:
     if has_weights(folder):
-        was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a 36-tensor encoder loads in milliseconds: no bar on stderr
-        try:
+        with _no_progress_bars():
             return CLIPTextModel.from_pretrained(folder, torch_dtype=torch.float32)
-        finally:
-            if was_enabled:
-                hf_logging.enable_progress_bar()
     untrained.append("text_encoder")
     torch.manual_seed(seed)
     return CLIPTextModel(CLIPTextConfig.from_pretrained(folder))
@@ -101,7 +110,8 @@ def save_local_set(components: dict, info: SetInfo, out_dir: str | Path, *, weig
         if module is None:
             continue
         if weights:
-            module.save_pretrained(out / name)
+            with _no_progress_bars():
+                module.save_pretrained(out / name)
         else:
             module.config.save_pretrained(out / name) if name == "text_encoder" else module.save_config(out / name)
     return out

@@ -62,6 +62,19 @@ def peak_memory_bytes(device: torch.device | str | None = None) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def current_memory_bytes(device: torch.device | str | None = None) -> int:
+    """What is resident now: allocated CUDA memory, or the process RSS."""
+    if _on_cuda(device):
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 @dataclass
 class EditReport:
     """Everything needed to judge and to reproduce one edit."""
@@ -88,7 +101,9 @@ class EditReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
     peak_memory_bytes: int = 0
+    working_memory_bytes: int = 0          # the peak above what was resident when the run started (weights, runtime)
     peak_memory_measure: str = ""
+    memory_plan: dict[str, Any] | None = None  # windows and batches chosen under --memory-budget
     unet_evaluations: dict[str, int] = field(default_factory=dict)
     unet_flops: dict[str, float] = field(default_factory=dict)
     failed: bool = False
@@ -118,6 +133,7 @@ class RunMeter:
         self.flops: Counter[str] = Counter()
         self._flops_per_sample: dict[tuple, float] = {}
         self.memory_measure = reset_peak_memory(device)
+        self.resident_bytes = current_memory_bytes(device)
         self._start = time.perf_counter()
 
     @contextmanager
@@ -168,6 +184,7 @@ class RunMeter:
         report.stage_seconds = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         report.total_seconds = round(time.perf_counter() - self._start, 4)
         report.peak_memory_bytes = peak_memory_bytes(self.device)
+        report.working_memory_bytes = max(report.peak_memory_bytes - self.resident_bytes, 0)
         report.peak_memory_measure = self.memory_measure
         report.unet_evaluations = dict(self.evaluations)
         report.unet_flops = {k: float(v) for k, v in self.flops.items()}

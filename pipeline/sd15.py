@@ -42,8 +42,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipeline.model_set import BUNDLED, ModelSet, ModelSetUnavailable, SetInfo, has_weights
 from pipeline.models import LatentProjector
-from pipeline.stages.upscale import TileCallback, decode_tiled, initial_noise
-from pipeline.tiling import TilePlan, plan_tiles, run_tiled
+from pipeline.stages.upscale import TileCallback, decode_plan, decode_tiled, decode_window, initial_noise, sr_plan
+from pipeline.tiling import TilePlan, run_tiled
 
 CONFIGS = Path(__file__).parent / "configs" / "sd15-arch"
 TOKENIZER = BUNDLED / "mini" / "tokenizer"  # the real CLIP BPE (same vocabulary as SD's tokenizers)
@@ -142,10 +142,9 @@ class SDx4Upscaler:
         level = torch.tensor([self.noise_level], dtype=torch.long, device=cond.device)
         return self.low_res_scheduler.add_noise(cond, noise, level)
 
-    def plan(self, size: tuple[int, int], *, mode: str = "acpt", tile: int | None = None, halo: int | None = None) -> TilePlan:
-        tile = tile or self.info.tile
-        halo = self.info.halo if halo is None else halo
-        return plan_tiles(*size, tile, halo, mode=mode, align=self.align)
+    def plan(self, size: tuple[int, int], *, mode: str = "acpt", tile: int | tuple[int, int] | None = None,
+             halo: int | None = None, max_window: int | None = None) -> TilePlan:
+        return sr_plan(self, size, mode=mode, tile=tile, halo=halo, max_window=max_window)
 
     def model_output(self, windows: torch.Tensor, t) -> torch.Tensor:
         """The x4 U-Net on a batch of windows holding [noisy latent (4), noise-augmented image (3)] channels."""
@@ -157,7 +156,7 @@ class SDx4Upscaler:
 
     def denoise(
         self, cond: torch.Tensor, plan: TilePlan, *, generator: torch.Generator, on_tile: TileCallback | None = None,
-        steps: int | None = None,
+        steps: int | None = None, batch_size: int | None = None,
     ) -> torch.Tensor:
         sched = self.scheduler
         steps = steps or self.info.upscaler_steps
@@ -169,15 +168,16 @@ class SDx4Upscaler:
         for i, t in enumerate(sched.timesteps):
             x = torch.cat([sched.scale_model_input(latents, t), image], dim=1)
             progress = None if on_tile is None else (lambda done, _n, i=i: on_tile(i * n + done, steps * n))
-            out = run_tiled(lambda w: self.model_output(w, t), x, plan, batch_size=self.batch_size, on_tile=progress)
+            out = run_tiled(lambda w: self.model_output(w, t), x, plan, batch_size=batch_size or self.batch_size,
+                            on_tile=progress)
             latents = sched.step(out, t, latents, **step_kwargs).prev_sample
         return latents
 
     def decode_plan(self, size: tuple[int, int]) -> TilePlan:
-        return plan_tiles(*size, self.info.decode_tile, self.info.decode_halo, mode="acpt")
+        return decode_plan(size, self.info)
 
-    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None,
-               need: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, *, on_tile: TileCallback | None = None, need: torch.Tensor | None = None,
+               max_window: int | None = None, batch_size: int | None = None) -> torch.Tensor:
         """Tiled decode with the x4 `AutoencoderKL`; pixels in [-1, 1] (sparse with `need`, as the mini set's).
 
         APPROXIMATE, unlike the mini set's norm-free decoder: the KL decoder's GroupNorm layers
@@ -186,8 +186,9 @@ class SDx4Upscaler:
         reduces them). An untiled 4K decode is not an option: the mid-block attention over a
         960x540 latent alone would need terabytes.
         """
-        return decode_tiled(self.vae, latents, factor=self.latent_factor, tile=self.info.decode_tile,
-                            halo=self.info.decode_halo, batch_size=self.batch_size, on_tile=on_tile, need=need)
+        return decode_tiled(self.vae, latents, factor=self.latent_factor, halo=self.info.decode_halo,
+                            max_window=max_window or decode_window(self.info), batch_size=batch_size or self.batch_size,
+                            on_tile=on_tile, need=need)
 
 
 # ---------------------------------------------------------------- loading

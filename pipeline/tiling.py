@@ -49,7 +49,7 @@ class TilePlan:
     mode: str
     height: int  # latent size the plan covers (already padded to `align`)
     width: int
-    tile: int
+    tile: int | tuple[int, int]  # the static window: square, or (rows, cols) when fitted to the resolution
     halo: int
     align: int
     strategy: str
@@ -79,7 +79,7 @@ class TilePlan:
 
     def describe(self) -> dict:
         return {
-            "mode": self.mode, "tile": self.tile, "halo": self.halo, "grid": list(self.grid),
+            "mode": self.mode, "tile": self.tile if isinstance(self.tile, int) else list(self.tile), "halo": self.halo, "grid": list(self.grid),
             "tiles": self.n_tiles, "skipped": self.skipped, "strategy": self.strategy,
             "limit_ratio": round(self.limit_ratio, 4),
         }
@@ -146,7 +146,7 @@ def _overlap_axis(length: int, tile: int, align: int) -> list[Span]:
 def plan_tiles(
     height: int,
     width: int,
-    tile: int,
+    tile: int | tuple[int, int],
     halo: int = 0,
     *,
     mode: str = "acpt",
@@ -155,24 +155,27 @@ def plan_tiles(
 ) -> TilePlan:
     """Plan tiles over a latent of `height` x `width` (padded up to a multiple of `align`).
 
-    `tile` is the model's static window size and must be a multiple of `align` (the model's
-    downsampling factor, so tiled and untiled pooling grids coincide); the halo is rounded up to
-    a multiple of `align`.
+    `tile` is the model's static window size, square or (rows, cols), and must be a multiple of
+    `align` (the model's downsampling factor, so tiled and untiled pooling grids coincide); the halo
+    is rounded up to a multiple of `align`.
     """
     if mode not in MODES:
         raise ValueError(f"unknown tiling mode {mode!r}; choose from {MODES}")
-    if tile <= 0 or tile % align:
-        raise ValueError(f"tile size {tile} must be a positive multiple of {align}")
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    for t in (th, tw):
+        if t <= 0 or t % align:
+            raise ValueError(f"tile size {t} must be a positive multiple of {align}")
     halo = _round_up(max(halo, 0), align) if mode == "acpt" else 0
-    if mode == "acpt" and tile - 2 * halo < align:
-        raise ValueError(f"halo {halo} leaves no core in a {tile}-pixel tile")
     height, width = _round_up(height, align), _round_up(width, align)
+    for t, length in ((th, height), (tw, width)):
+        if mode == "acpt" and t < length and t - 2 * halo < align:  # one window spanning the axis needs no core margin
+            raise ValueError(f"halo {halo} leaves no core in a {t}-pixel tile")
     if mode == "acpt":
-        rows, cols = (_acpt_axis(n, tile, halo, align, strategy) for n in (height, width))
+        rows, cols = _acpt_axis(height, th, halo, align, strategy), _acpt_axis(width, tw, halo, align, strategy)
     elif mode == "naive":
-        rows, cols = _naive_axis(height, tile, align), _naive_axis(width, tile, align)
+        rows, cols = _naive_axis(height, th, align), _naive_axis(width, tw, align)
     else:
-        rows, cols = _overlap_axis(height, tile, align), _overlap_axis(width, tile, align)
+        rows, cols = _overlap_axis(height, th, align), _overlap_axis(width, tw, align)
     tiles = tuple(Tile(r, c) for r in rows for c in cols)
     return TilePlan(mode, height, width, tile, halo, align, strategy, (len(rows), len(cols)), tiles)
 
@@ -190,6 +193,45 @@ def restrict_to(plan: TilePlan, need: torch.Tensor) -> TilePlan:
         if need[t.rows.core_start : t.rows.core_stop, t.cols.core_start : t.cols.core_stop].any()
     )
     return replace(plan, tiles=kept, skipped=plan.skipped + plan.n_tiles - len(kept))
+
+
+def fit_tile(length: int, n: int, halo: int, align: int = 1) -> int:
+    """The smallest window for which `n` ACPT tiles cover `length`: n*tile - 2*(n-1)*halo >= length
+    (edge cores hold tile - halo, interior ones tile - 2*halo), rounded up to `align`."""
+    return _round_up(length if n == 1 else math.ceil((length + 2 * (n - 1) * halo) / n), align)
+
+
+def fitted_plan(
+    height: int, width: int, halo: int, *, max_window: int, align: int = 1, tile_overhead: float = 0.0,
+) -> TilePlan:
+    """ACPT with the static window fitted to this resolution (the "grid adapted to the resolution").
+
+    For every grid of n_rows x n_cols tiles the window is the smallest (rows, cols) that covers the
+    latent; among windows of at most `max_window` latent pixels (the memory a window may take) the
+    grid minimising the modelled cost n_tiles * (window pixels + `tile_overhead`) wins, where
+    `tile_overhead` is the measured fixed cost of a model call in pixel-equivalents. A square window
+    from a fixed list rounds the tile count up and evaluates up to 1.9x the latent at 4K; a fitted
+    one stays near 1 + 2 * halo * (n - 1) / length per axis."""
+    h, w = _round_up(height, align), _round_up(width, align)
+    halo = _round_up(max(halo, 0), align)
+    best: tuple[float, int, int] | None = None
+    for n_rows in range(1, h // align + 1):
+        th = fit_tile(h, n_rows, halo, align)
+        if n_rows > 1 and th - 2 * halo < align:
+            break
+        for n_cols in range(1, w // align + 1):
+            tw = fit_tile(w, n_cols, halo, align)
+            if n_cols > 1 and tw - 2 * halo < align:
+                break
+            if th * tw > max_window:
+                continue
+            cost = n_rows * n_cols * (th * tw + tile_overhead)
+            if best is None or cost < best[0]:
+                best = (cost, th, tw)
+            break  # more columns only cost more once the window fits
+    if best is None:
+        raise MemoryError(f"no ACPT window of at most {max_window} latent px has a core left with halo {halo}")
+    return plan_tiles(h, w, (best[1], best[2]), halo, mode="acpt", align=align)
 
 
 @dataclass(frozen=True)

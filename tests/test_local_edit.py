@@ -152,8 +152,8 @@ def test_sparse_decode_equals_the_dense_decode_where_needed():
     need = torch.zeros(40, 72, dtype=torch.bool)
     need[12:20, 30:41] = True
     with torch.no_grad():
-        dense = decode_tiled(vae, z, factor=8, tile=48, halo=16)
-        sparse = decode_tiled(vae, z, factor=8, tile=48, halo=16, need=need)
+        dense = decode_tiled(vae, z, factor=8, max_window=48 * 48, halo=16)
+        sparse = decode_tiled(vae, z, factor=8, max_window=48 * 48, halo=16, need=need)
     rows, cols = slice(12 * 8, 20 * 8), slice(30 * 8, 41 * 8)
     torch.testing.assert_close(sparse[..., rows, cols], dense[..., rows, cols], atol=1e-5, rtol=0)
     assert (sparse[..., :, : 8 * 14] == 0).all()  # beyond the halo around the region nothing was decoded

@@ -86,11 +86,21 @@ def test_direct_editing_over_budget_is_reported_not_raised(photo):
     assert "TFLOP" in result.report.failure_reason
 
 
-def test_memory_budget_chooses_a_tile_from_the_measured_table(photo):
-    result = edit(photo, "make it snowy", method="mobilepicasso-paper", size="1024x576", steps=1, memory_budget=2**40)
-    costs = result.report.tiling["tile_costs"]
-    assert [c["tile"] for c in costs] == list(load_model_set("mini").info.tile_sizes)
-    assert result.report.tiling["tile"] in [c["tile"] for c in costs]
+def test_memory_budget_plans_the_whole_run(photo):
+    """The budget covers the SR windows, the decode windows and the full-resolution frame: a tight
+    budget shrinks the windows below the defaults, and an impossible one is one clear sentence."""
+    roomy = edit(photo, "make it snowy", method="mobilepicasso-paper", size="1024x576", steps=1, memory_budget=2**40)
+    tight = edit(photo, "make it snowy", method="mobilepicasso-paper", size="1024x576", steps=1,
+                 memory_budget=120 * 2**20)
+    info = load_model_set("mini").info
+    assert roomy.report.memory_plan["sr_window"] == max(info.tile_sizes) ** 2
+    plan = tight.report.memory_plan
+    assert plan["frame_bytes"] == 3 * 1024 * 576 * 7 and plan["estimated_bytes"] <= 120 * 2**20
+    assert plan["decode_window"] < roomy.report.memory_plan["decode_window"]
+    assert not tight.report.failed and tight.image.size == (1024, 576)
+    refused = edit(photo, "make it snowy", method="mobilepicasso-paper", size="4k", steps=1, memory_budget=2**20)
+    assert refused.image is None and refused.report.failure_reason.startswith("over budget")
+    assert "working memory" in refused.report.failure_reason
 
 
 def test_standard_size_rounds_to_the_model_multiple():

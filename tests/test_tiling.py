@@ -172,3 +172,27 @@ def test_planner_rejects_impossible_settings():
         plan_tiles(100, 100, 16, 8)                # halo leaves no core
     with pytest.raises(ValueError):
         plan_tiles(100, 100, 16, 2, mode="spiral")
+
+
+def test_fitted_plan_keeps_acpt_exact_and_the_limit_ratio_low():
+    """The window fitted to the resolution: cores still partition the latent (0% output overlap),
+    one static window shape, and at 4K (mini: 270x480 latent, halo 8) at most 1.25x the minimum
+    pixels, where the best square tile from the set's list evaluates 1.69x."""
+    from pipeline.tiling import fit_tile, fitted_plan
+
+    assert fit_tile(480, 4, 8, 4) == 132 and fit_tile(270, 1, 8, 4) == 272
+    for (h, w) in ((72, 128), (144, 256), (270, 480), (540, 960)):
+        plan = fitted_plan(h, w, 8, max_window=128 * 128, align=4)
+        assert plan.output_overlap == 0
+        assert len({t.window_shape for t in plan.tiles}) == 1
+        shape = plan.tiles[0].window_shape
+        assert shape[0] * shape[1] <= 128 * 128
+        covered = torch.zeros(plan.height, plan.width, dtype=torch.int32)
+        for t in plan.tiles:
+            covered[t.rows.core_start : t.rows.core_stop, t.cols.core_start : t.cols.core_stop] += 1
+        assert bool((covered == 1).all())
+    assert fitted_plan(270, 480, 8, max_window=128 * 128, align=4).limit_ratio <= 1.25
+    best_square = min(plan_tiles(272, 480, t, 8, align=4).limit_ratio for t in (32, 64, 96, 128))
+    assert best_square > 1.6
+    with pytest.raises(MemoryError):
+        fitted_plan(270, 480, 8, max_window=16 * 16, align=4)

@@ -25,13 +25,14 @@ CALIBRATION_SIZE = "512"   # ip2p-direct runs here without a budget, to check it
 
 
 def register(subparsers) -> None:
-    from pipeline.__main__ import parse_bytes
+    from pipeline.inputs import parse_bytes
 
     p = subparsers.add_parser("bench", help="benchmark methods (cost, tiling, quality) and write CSVs, plots, README",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=["main", "tiles", "local"], default="main",
+    p.add_argument("--suite", choices=["main", "tiles", "local", "devices"], default="main",
                    help="main: cost + quality of every method; tiles: limit ratios, per-tile cost, ACPT's tile choice, "
-                        "derived cost; local: mobilepicasso vs mobilepicasso-paper at 4K per kind of edit")
+                        "derived cost; local: mobilepicasso vs mobilepicasso-paper at 4K per kind of edit; devices: "
+                        "fp32 vs channels_last vs the device's fast dtype at 4K")
     p.add_argument("--methods", default="all", help="comma-separated method names, or all")
     p.add_argument("--sizes", help="comma-separated output sizes (16:9 outputs, long side or preset): default 1024,2048,4k")
     p.add_argument("--models", default="mini", help="mini | sd15-arch | a model-set folder")
@@ -82,6 +83,16 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         summary = local.run(Path(args.out or "results/local"), models=args.models, per_kind=args.images or 3)
         print(summary.to_string(index=False))
+        return 0
+    if args.suite == "devices":
+        import torch
+
+        from pipeline.bench import devices
+
+        torch.set_num_threads(args.threads)
+        out = Path(args.out or "results/devices")
+        print(devices.run(out, models=args.models, n=args.images or 3).to_string(index=False))
+        print(devices.budgets(out, models=args.models).to_string(index=False))
         return 0
     out = Path(args.out or ("results/tiles" if args.suite == "tiles" else "results/bench"))
     out.mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,7 @@ def do_run(spec: dict) -> dict:
     plan = tiled_plan(run.method, models, run.width, run.height, report.tiling)
     out["expected_unet_evaluations"] = expected_unet_evaluations(run.method, models, report, plan)
     if run.method == "ip2p-direct":
-        from pipeline.stages.upscale import estimate_direct_edit
+        from pipeline.costs import estimate_direct_edit
 
         f = models.info.edit_multiple
         size = (math.ceil(run.width / f) * f, math.ceil(run.height / f) * f)
@@ -317,7 +317,7 @@ def do_unit(spec: dict) -> dict:
         return {"kind": kind, "flops": {f"{h}x{w}": _count_flops(lambda x: meta.model_output(x, 999), (1, c, h, w))
                                         for h, w in spec["shapes"]}}
     if kind == "direct":  # ip2p-direct's estimate at each output size (what edit() uses to refuse it)
-        from pipeline.stages.upscale import estimate_direct_edit
+        from pipeline.costs import estimate_direct_edit
 
         f = info.edit_multiple
         rows = {}

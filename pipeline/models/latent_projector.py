@@ -79,8 +79,7 @@ class LatentProjector(ModelMixin, ConfigMixin):
             for dx in SUBCELL:
                 xs = _sample_grid(W, left, ww, dx, latent.device)
                 grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1)
-                samples.append(F.grid_sample(features, grid[None].expand(latent.shape[0], -1, -1, -1).to(features),
-                                             mode="bilinear", padding_mode="border", align_corners=False))
+                samples.append(_grid_sample(features, grid, "bilinear"))
         cell = torch.tensor([h / H, w / W], device=latent.device, dtype=features.dtype)
         samples.append(cell[None, :, None, None].expand(latent.shape[0], 2, wh, ww))
         return self.mix(base) + self.residual(self.head(torch.cat(samples, dim=1)))
@@ -94,5 +93,12 @@ def bicubic_window(x: torch.Tensor, size: tuple[int, int], window: Window) -> to
     ys = (torch.arange(top, top + wh, dtype=torch.float32, device=x.device) + 0.5) * hi / H - 0.5
     xs = (torch.arange(left, left + ww, dtype=torch.float32, device=x.device) + 0.5) * wi / W - 0.5
     grid = torch.stack(torch.meshgrid((2 * ys + 1) / hi - 1, (2 * xs + 1) / wi - 1, indexing="ij")[::-1], -1)
-    return F.grid_sample(x, grid[None].expand(x.shape[0], -1, -1, -1).to(x), mode="bicubic",
-                         padding_mode="border", align_corners=False)
+    return _grid_sample(x, grid, "bicubic")
+
+
+def _grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """`F.grid_sample` with fp32 coordinates whatever the model's dtype: in bf16 (8-bit mantissa)
+    a normalised coordinate is off by up to 2 cells at 4K, which ruined the projection."""
+    out = F.grid_sample(x.float(), grid[None].expand(x.shape[0], -1, -1, -1), mode=mode, padding_mode="border",
+                        align_corners=False)
+    return out.to(x.dtype)
