@@ -40,6 +40,7 @@ class SetInfo:
     halo: int = 8
     decode_tile: int = 128
     decode_halo: int = 16               # >= the decoder's receptive field: tiled decode is exact
+    fit_windows: bool = True            # ACPT windows fitted to the resolution; False: square `tile` / `decode_tile`
     trained_on: str = "SynthEdit procedural scenes (synthetic shapes on textures), not photos"
     default_projection: str = "learned"  # "reference" where no trained projector exists (sd15)
     blend_latents: bool = True          # mobilepicasso: keep the source latent outside the region while sampling

@@ -188,7 +188,7 @@ class SDx4Upscaler:
         """
         return decode_tiled(self.vae, latents, factor=self.latent_factor, halo=self.info.decode_halo,
                             max_window=max_window or decode_window(self.info), batch_size=batch_size or self.batch_size,
-                            on_tile=on_tile, need=need)
+                            on_tile=on_tile, need=need, tile=None if self.info.fit_windows else self.info.decode_tile)
 
 
 # ---------------------------------------------------------------- loading

@@ -3,14 +3,16 @@
 In one process and one run, the same SynthEdit test scenes (16:9, with ground truth) are edited at
 3840x2160 by each method under each configuration of the same weights:
 
-- `fp32`: the pipeline as loaded (fp32, contiguous weights): every earlier release ran so;
+- `square tiles, fp32`: the previous release: fp32, contiguous weights, square ACPT windows (the
+  set's `tile` and `decode_tile`) instead of windows fitted to the resolution;
+- `fp32`: the pipeline as loaded (fp32, contiguous weights);
 - `fp32+channels_last`: NHWC conv weights (oneDNN's fast layout on CPUs);
 - `auto`: `.to(device, "auto")`: fp16 on CUDA, bf16 on a CPU with native bf16, channels_last.
 
 Configurations alternate per scene (fp32, cl, auto, fp32, ...), so drift in the machine's load hits
 all of them alike. Each row is one run; the summary gives per method and configuration the median
-time, its ratio to `fp32`, the peak memory, the PSNR against the ground truth and the paired PSNR
-difference to `fp32` with a 95% t interval.
+time, its ratio to the previous release, the peak memory, the PSNR against the ground truth and the
+paired PSNR difference to the previous release with a 95% t interval.
 
 `budgets` then runs `mobilepicasso-paper` at 4K in fp32 under `--memory-budget` values from 512 MiB
 to 4 GiB and records the working memory measured (peak above the resident weights and runtime)
@@ -19,6 +21,7 @@ against the budget: `memory_budget.csv`.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +34,8 @@ from pipeline import synthedit as se
 from pipeline.bench.metrics import psnr
 from pipeline.devices import default_device, default_dtype
 
-CONFIGS = ("fp32", "fp32+channels_last", "auto")
+CONFIGS = ("square tiles, fp32", "fp32", "fp32+channels_last", "auto")
+BASELINE = CONFIGS[0]
 DEVICE_METHODS = ("mobilepicasso-paper", "mobilepicasso")
 
 
@@ -47,9 +51,18 @@ def scenes(n: int) -> list[se.EditExample]:
     return found
 
 
+def square_tiles(pipe: MobilePicassoPipeline) -> MobilePicassoPipeline:
+    """The same weights planning ACPT with the set's square tiles (`SetInfo.fit_windows=False`)."""
+    info = replace(pipe.models.info, fit_windows=False)
+    pipe.models.info = pipe.models.upscaler.info = info
+    return pipe
+
+
 def pipelines(models: str) -> dict[str, MobilePicassoPipeline]:
     device = default_device()
     return {
+        BASELINE: square_tiles(MobilePicassoPipeline.from_pretrained(models).to(device, torch.float32,
+                                                                               channels_last=False)),
         "fp32": MobilePicassoPipeline.from_pretrained(models).to(device, torch.float32, channels_last=False),
         "fp32+channels_last": MobilePicassoPipeline.from_pretrained(models).to(device, torch.float32, channels_last=True),
         "auto": MobilePicassoPipeline.from_pretrained(models).to(device, default_dtype(device), channels_last=True),
@@ -113,7 +126,7 @@ def budgets(out: Path, models: str = "mini", size: tuple[int, int] = (3840, 2160
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, g in runs.groupby("method", sort=False):
-        base = g[g["config"] == "fp32"].set_index("seed")
+        base = g[g["config"] == BASELINE].set_index("seed")
         for config, c in g.groupby("config", sort=False):
             c = c.set_index("seed")
             diff = (c["psnr"] - base["psnr"]).dropna()
@@ -121,8 +134,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 if len(diff) > 1 and diff.std(ddof=1) > 0 else 0.0
             rows.append({"method": method, "config": config, "dtype": c["dtype"].iloc[0], "n": len(c),
                          "median_s": round(c["seconds"].median(), 3),
-                         "speedup_vs_fp32": round(base["seconds"].median() / c["seconds"].median(), 2),
+                         "speedup_vs_before": round(base["seconds"].median() / c["seconds"].median(), 2),
                          "median_peak_mib": round(c["peak_memory_mib"].median(), 1),
-                         "psnr": round(c["psnr"].mean(), 3), "psnr_diff_vs_fp32": round(diff.mean(), 3),
+                         "psnr": round(c["psnr"].mean(), 3), "psnr_diff_vs_before": round(diff.mean(), 3),
                          "ci_low": round(diff.mean() - half, 3), "ci_high": round(diff.mean() + half, 3)})
     return pd.DataFrame(rows)

@@ -141,7 +141,7 @@ class LatentSRUpscaler:
         With `need` ((h, w) bool over the latent) only the tiles whose cores it touches are decoded."""
         return decode_tiled(self.vae, latents, factor=self.latent_factor, halo=self.info.decode_halo,
                             max_window=max_window or decode_window(self.info), batch_size=batch_size or self.batch_size,
-                            on_tile=on_tile, need=need)
+                            on_tile=on_tile, need=need, tile=None if self.info.fit_windows else self.info.decode_tile)
 
 
 def sr_plan(upscaler, size: tuple[int, int], *, mode: str = "acpt", tile: int | tuple[int, int] | None = None,
@@ -151,7 +151,7 @@ def sr_plan(upscaler, size: tuple[int, int], *, mode: str = "acpt", tile: int | 
     under `max_window` latent px (default: the largest of the set's tile sizes, squared)."""
     info = upscaler.info
     halo = info.halo if halo is None else halo
-    if tile is None and mode == "acpt":
+    if tile is None and mode == "acpt" and info.fit_windows:
         return fitted_plan(*size, halo, max_window=max_window or max(info.tile_sizes) ** 2, align=upscaler.align)
     return plan_tiles(*size, tile or info.tile, halo, mode=mode, align=upscaler.align)
 
@@ -162,15 +162,19 @@ def decode_window(info) -> int:
 
 
 def decode_plan(size: tuple[int, int], info, max_window: int | None = None) -> TilePlan:
+    if not info.fit_windows:
+        return plan_tiles(*size, info.decode_tile, info.decode_halo, mode="acpt")
     return fitted_plan(*size, info.decode_halo, max_window=max_window or decode_window(info))
 
 
 def decode_tiled(
     vae: torch.nn.Module, latents: torch.Tensor, *, factor: int, halo: int, max_window: int,
     batch_size: int = 4, on_tile: TileCallback | None = None, need: torch.Tensor | None = None,
+    tile: int | None = None,
 ) -> torch.Tensor:
     """ACPT-tiled VAE decode: peak memory is one batch of windows of at most `max_window` latent px,
-    not the whole image; the window is fitted to the latent (`pipeline.tiling.fitted_plan`).
+    not the whole image; the window is fitted to the latent (`pipeline.tiling.fitted_plan`), or
+    square `tile` when given.
 
     With `need` ((h, w) bool over the latent), sparse: the tile grid is laid over the bounding box of
     `need` grown by the halo (real context, clamped to the frame), only tiles whose cores touch `need`
@@ -179,7 +183,8 @@ def decode_tiled(
     sf = vae.config.scaling_factor
 
     def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        plan = fitted_plan(*x.shape[-2:], halo, max_window=max_window)
+        plan = (plan_tiles(*x.shape[-2:], tile, halo, mode="acpt") if tile else
+                fitted_plan(*x.shape[-2:], halo, max_window=max_window))
         if mask is not None:
             plan = restrict_to(plan, mask)
         return run_tiled(lambda w: vae.decode(w / sf).sample, x, plan, scale=factor, batch_size=batch_size,
