@@ -9,6 +9,7 @@ dtype)` moving every component, and `__call__` returning the image with its repo
 """
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,14 +74,14 @@ class MobilePicassoPipeline:
                 f"saving is supported for latent-sr sets like mini; {self.models.info.name} uses the SD x4 upscaler, "
                 "whose published weights are loaded from the Hub (or built from pipeline/configs/sd15-arch)"
             )
-        device, dtype, channels_last = self.device, self.dtype, self.channels_last
-        self.to(dtype=torch.float32, channels_last=False)  # safetensors stores contiguous fp32 tensors
+        state = self.device, self.dtype, self.upscale_dtype, self.channels_last
+        self._move(self.device, torch.float32, torch.float32, False)  # safetensors stores contiguous fp32 tensors
         try:
             components = {**self.components, "upscaler": self.models.upscaler.unet,
                           "upscaler_scheduler": self.models.upscaler.scheduler}
             return save_local_set(components, replace(self.models.info, untrained=()), folder)
         finally:
-            self.to(device, dtype, channels_last=channels_last)
+            self._move(*state)
 
     # ------------------------------------------------------------------ components, device, dtype
 
@@ -92,12 +93,21 @@ class MobilePicassoPipeline:
                 "scheduler": pipe.scheduler, "projector": m.projector, "upscaler": m.upscaler,
                 "detector": m.detector, "edit_region": m.edit_region}
 
+    def _edit_modules(self) -> list[torch.nn.Module]:
+        """The standard-resolution stage: text encoder, edit U-Net and autoencoder, region model, detector."""
+        return [m for name in ("text_encoder", "unet", "vae", "edit_region", "detector")
+                if isinstance(m := self.components[name], torch.nn.Module)]
+
+    def _upscale_modules(self) -> list[torch.nn.Module]:
+        """The full-resolution stages: projector, SR U-Net and the decoder that makes the 4K pixels."""
+        return [self.models.projector, *(m for m in self.models.upscaler.components.values()
+                                         if isinstance(m, torch.nn.Module))]
+
     def modules(self) -> list[torch.nn.Module]:
         """Every distinct `nn.Module` of the set, the upscaler's included."""
         found: dict[int, torch.nn.Module] = {}
-        for value in (*self.components.values(), *self.models.upscaler.components.values()):
-            if isinstance(value, torch.nn.Module):
-                found.setdefault(id(value), value)
+        for module in (*self._edit_modules(), *self._upscale_modules()):
+            found.setdefault(id(module), module)
         return list(found.values())
 
     @property
@@ -106,36 +116,56 @@ class MobilePicassoPipeline:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The edit stage's dtype (see `upscale_dtype` for the full-resolution stages)."""
         return self.models.edit_pipeline.unet.dtype
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None, *,
-           channels_last: bool | None = None) -> "MobilePicassoPipeline":
-        """Move every component. `dtype="auto"` picks the device's fast dtype (fp16 on CUDA, bf16 on a
-        CPU with native bf16, else fp32); an unsupported pair raises `InputError` with one sentence.
-
-        `channels_last` (default: on for any move to a new device or dtype) stores conv weights NHWC,
-        which oneDNN and cuDNN run faster: the mini decoder, 95% of a dense 4K run, 1.6x in fp32 and
-        3.9x with bf16 on this CPU (`python -m pipeline bench --suite devices`)."""
-        device = torch.device(device) if device is not None else self.device
-        dtype = parse_dtype(dtype)
-        if dtype == "auto":
-            dtype = default_dtype(device)
-        check_device_dtype(device, dtype or self.dtype)
-        if channels_last is None:
-            channels_last = device != self.device or (dtype is not None and dtype != self.dtype)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        # diffusers warns on every cast that no module asked to stay in fp32 (none here does)
-        with quiet_logger("diffusers.models.modeling_utils"):
-            self.models.upscaler.to(device, dtype)
-            for module in self.modules():
-                module.to(device=device, dtype=dtype)
-                module.to(memory_format=memory_format)
-        return self
+    @property
+    def upscale_dtype(self) -> torch.dtype:
+        return next(self.models.upscaler.unet.parameters()).dtype
 
     @property
     def channels_last(self) -> bool:
-        weight = next(p for p in self.models.edit_pipeline.vae.parameters() if p.ndim == 4)
+        weight = next(p for p in self.models.upscaler.vae.parameters() if p.ndim == 4)
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None, *,
+           channels_last: bool | None = None) -> "MobilePicassoPipeline":
+        """Move every component to `device` and `dtype`; an unsupported pair raises `InputError`.
+
+        `dtype="auto"`: fp16 everywhere on CUDA; on a CPU with native bf16, bf16 for the full-resolution
+        stages (projector, SR U-Net, the decoder: a dense 4K run is 95% decode) and fp32 for the 128-px
+        edit stage, where bf16 saved nothing and changed what the sampler drew (-0.5 dB on one scene);
+        elsewhere fp32. The upscaler then gets its own copy of the autoencoder so that the edit stage
+        keeps an fp32 one. `channels_last` (default: on for any move to a new device or dtype) stores
+        conv weights NHWC, which oneDNN and cuDNN run faster (`python -m pipeline bench --suite devices`)."""
+        device = torch.device(device) if device is not None else self.device
+        dtype = parse_dtype(dtype)
+        if dtype == "auto":
+            fast = default_dtype(device)
+            edit_dtype, upscale_dtype = (fast, fast) if device.type == "cuda" else (torch.float32, fast)
+        else:
+            edit_dtype = upscale_dtype = dtype
+        for d in (edit_dtype, upscale_dtype):
+            check_device_dtype(device, d or self.dtype)
+        if channels_last is None:
+            channels_last = device != self.device or any(
+                d is not None and d != current for d, current in ((edit_dtype, self.dtype), (upscale_dtype, self.upscale_dtype)))
+        self._move(device, edit_dtype, upscale_dtype, channels_last)
+        return self
+
+    def _move(self, device: torch.device, edit_dtype: torch.dtype | None, upscale_dtype: torch.dtype | None,
+              channels_last: bool) -> None:
+        up = self.models.upscaler
+        if up.vae is self.models.edit_pipeline.vae and edit_dtype != upscale_dtype:
+            up.vae = copy.deepcopy(up.vae)  # one autoencoder per stage dtype (a few MB for mini)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # diffusers warns on every cast that no module asked to stay in fp32 (none here does)
+        with quiet_logger("diffusers.models.modeling_utils"):
+            up.to(device, upscale_dtype)
+            for modules, dtype in ((self._edit_modules(), edit_dtype), (self._upscale_modules(), upscale_dtype)):
+                for module in modules:
+                    module.to(device=device, dtype=dtype)
+                    module.to(memory_format=memory_format)
 
     # ------------------------------------------------------------------ running
 
@@ -193,6 +223,7 @@ class MobilePicassoPipeline:
             seed=seed, steps=job.steps, text_guidance=job.text_guidance, image_guidance=job.image_guidance,
             scheduler=type(self.models.edit_pipeline.scheduler).__name__,
             device=str(self.device), dtype=str(self.dtype).removeprefix("torch."),
+            upscale_dtype=str(self.upscale_dtype).removeprefix("torch."),
         )
         result: Image.Image | None = None
         try:

@@ -92,7 +92,8 @@ class EditReport:
     image_guidance: float
     scheduler: str
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"                 # the edit stage's
+    upscale_dtype: str = "float32"         # projector, SR U-Net and decoder
     projection: str | None = None
     tiling: dict[str, Any] | None = None
     region: dict[str, Any] | None = None   # mobilepicasso: share of the frame per origin, tiles run/skipped

@@ -134,7 +134,7 @@ class SDx4Upscaler:
         vae = edit_pipeline.vae
         pixels = vae.decode(latent / vae.config.scaling_factor).sample
         pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False)
-        return pixels.clamp(-1, 1)
+        return pixels.clamp(-1, 1).to(self.unet.dtype)  # the two stages may differ in dtype
 
     def augment(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The pipeline's noise augmentation of the low-res image at `noise_level`."""

@@ -68,7 +68,7 @@ def _pg_schema(base_url: str) -> tuple[str, callable]:
 
 def run_one(database: str, db_url: str, workdir: Path, participants: int, trials: int,
             double_submit: float, seed: int) -> dict:
-    from study.cli import _stored_votes
+    from study.db import stored_votes
     from study.simulate import HTTPTransport, oracle_from_db, parse_rates, parse_truth, simulate
     from study.stimuli import dry_run_renderer, prepare, read_items
 
@@ -94,7 +94,7 @@ def run_one(database: str, db_url: str, workdir: Path, participants: int, trials
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    stored = _stored_votes(db_url, report.acked_trials)
+    stored = stored_votes(db_url, report.acked_trials)
     q = report.vote_latency_quantile
     return {"database": database, "participants": participants, "trials": trials,
             "votes_acknowledged": report.acknowledged, "votes_stored": stored,

@@ -64,7 +64,9 @@ def cmd_simulate(args) -> int:
                       parse_rates(args.halluc, args.halluc_default), careless=args.careless,
                       think_s=args.think_ms / 1000, seed=args.seed, prefix=args.prefix,
                       double_submit=args.double_submit)
-    stored = _stored_votes(args.db, report.acked_trials)
+    from study.db import stored_votes
+
+    stored = stored_votes(args.db, report.acked_trials)
     lost = len(set(report.acked_trials)) - stored
     print(f"participants {report.participants} (completed {report.completed}, no work {report.no_work}), "
           f"votes acknowledged {report.acknowledged}, stored {stored}, lost {lost}, "
@@ -74,24 +76,6 @@ def cmd_simulate(args) -> int:
     for error in report.errors[:10]:
         print("  error:", error, file=sys.stderr)
     return 0 if lost == 0 and not report.errors else 1
-
-
-def _stored_votes(db: str, trial_ids: list[int]) -> int:
-    from sqlalchemy import func, select
-
-    from study.db import Vote, make_engine
-
-    engine = make_engine(db)
-    try:
-        with engine.connect() as conn:
-            ids = sorted(set(trial_ids))
-            total = 0
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                total += conn.execute(select(func.count(Vote.id)).where(Vote.trial_id.in_(chunk))).scalar_one()
-            return total
-    finally:
-        engine.dispose()
 
 
 def cmd_export(args) -> int:

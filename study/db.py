@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     inspect,
     select,
 )
@@ -336,3 +337,18 @@ def votes_frame(url: str | Path) -> pd.DataFrame:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def stored_votes(db: str, trial_ids: list[int]) -> int:
+    """How many of `trial_ids` have a stored vote (the fault tests' "0 lost votes" check)."""
+    engine = make_engine(db)
+    try:
+        with engine.connect() as conn:
+            ids = sorted(set(trial_ids))
+            total = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                total += conn.execute(select(func.count(Vote.id)).where(Vote.trial_id.in_(chunk))).scalar_one()
+            return total
+    finally:
+        engine.dispose()

@@ -70,6 +70,21 @@ def test_bf16_moves_every_parameter_and_stays_close(example, method):
     assert pipeline.shared_pipeline("mini").dtype == torch.float32
 
 
+@pytest.mark.skipif(not devices.cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_auto_dtype_keeps_the_edit_stage_in_fp32(example):
+    """On a bf16 CPU "auto" runs the full-resolution stages in bf16 and the edit stage in fp32 on its own
+    autoencoder copy, so the edit itself is unchanged."""
+    image, instruction = example
+    reference = MobilePicassoPipeline.from_pretrained("mini")(image, instruction, method="mobilepicasso-paper", size=SIZE)
+    pipe = MobilePicassoPipeline.from_pretrained("mini").to("cpu", "auto")
+    assert (pipe.dtype, pipe.upscale_dtype, pipe.channels_last) == (torch.float32, torch.bfloat16, True)
+    assert pipe.models.upscaler.vae is not pipe.models.edit_pipeline.vae
+    assert {p.dtype for p in pipe.models.edit_pipeline.unet.parameters()} == {torch.float32}
+    result = pipe(image, instruction, method="mobilepicasso-paper", size=SIZE)
+    assert (result.report.dtype, result.report.upscale_dtype) == ("float32", "bfloat16")
+    assert psnr(result.image, reference.image) >= 35.0
+
+
 def test_unsupported_device_or_dtype_is_one_sentence(monkeypatch):
     pipe = MobilePicassoPipeline(pipeline.load_model_set("mini"))
     with pytest.raises(InputError, match="float16 needs a CUDA device"):

@@ -7,7 +7,8 @@ In one process and one run, the same SynthEdit test scenes (16:9, with ground tr
   set's `tile` and `decode_tile`) instead of windows fitted to the resolution;
 - `fp32`: the pipeline as loaded (fp32, contiguous weights);
 - `fp32+channels_last`: NHWC conv weights (oneDNN's fast layout on CPUs);
-- `auto`: `.to(device, "auto")`: fp16 on CUDA, bf16 on a CPU with native bf16, channels_last.
+- `auto`: `.to(device, "auto")`: fp16 on CUDA; on a CPU with native bf16, bf16 for the
+  full-resolution stages and fp32 for the 128-px edit stage; channels_last.
 
 Configurations alternate per scene (fp32, cl, auto, fp32, ...), so drift in the machine's load hits
 all of them alike. Each row is one run; the summary gives per method and configuration the median
@@ -32,7 +33,7 @@ from scipy import stats
 from pipeline import MobilePicassoPipeline
 from pipeline import synthedit as se
 from pipeline.bench.metrics import psnr
-from pipeline.devices import default_device, default_dtype
+from pipeline.devices import default_device
 
 CONFIGS = ("square tiles, fp32", "fp32", "fp32+channels_last", "auto")
 BASELINE = CONFIGS[0]
@@ -65,7 +66,7 @@ def pipelines(models: str) -> dict[str, MobilePicassoPipeline]:
                                                                                channels_last=False)),
         "fp32": MobilePicassoPipeline.from_pretrained(models).to(device, torch.float32, channels_last=False),
         "fp32+channels_last": MobilePicassoPipeline.from_pretrained(models).to(device, torch.float32, channels_last=True),
-        "auto": MobilePicassoPipeline.from_pretrained(models).to(device, default_dtype(device), channels_last=True),
+        "auto": MobilePicassoPipeline.from_pretrained(models).to(device, "auto"),
     }
 
 
@@ -84,6 +85,7 @@ def run(out: Path, models: str = "mini", n: int = 3, size: tuple[int, int] = (38
                 r = result.report
                 rows.append({"seed": ex.seed, "family": ex.family, "instruction": ex.instruction, "method": method,
                              "config": config, "device": r.device, "dtype": r.dtype,
+                             "upscale_dtype": r.upscale_dtype,
                              "size": f"{size[0]}x{size[1]}", "seconds": r.total_seconds,
                              "peak_memory_mib": r.peak_memory_bytes / 2**20,
                              "psnr": psnr(np.asarray(result.image), target),
@@ -132,7 +134,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             diff = (c["psnr"] - base["psnr"]).dropna()
             half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))) \
                 if len(diff) > 1 and diff.std(ddof=1) > 0 else 0.0
-            rows.append({"method": method, "config": config, "dtype": c["dtype"].iloc[0], "n": len(c),
+            rows.append({"method": method, "config": config, "dtype": c["dtype"].iloc[0],
+                         "upscale_dtype": c["upscale_dtype"].iloc[0], "n": len(c),
                          "median_s": round(c["seconds"].median(), 3),
                          "speedup_vs_before": round(base["seconds"].median() / c["seconds"].median(), 2),
                          "median_peak_mib": round(c["peak_memory_mib"].median(), 1),

@@ -13,7 +13,7 @@ PROJECTIONS = ("learned", "reference")
 def project(models, latent: torch.Tensor, cond_size: tuple[int, int], how: str = "learned") -> torch.Tensor:
     """`cond_size` is (h, w) of the upscaler's conditioning latent."""
     if how == "learned":
-        return models.projector(latent, cond_size)
+        return models.projector(latent.to(next(models.projector.parameters()).dtype), cond_size)
     if how == "reference":
         return models.upscaler.reference_condition(models.edit_pipeline, latent, cond_size)
     raise ValueError(f"unknown projection {how!r}; choose from {PROJECTIONS}")

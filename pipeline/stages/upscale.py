@@ -111,7 +111,8 @@ class LatentSRUpscaler:
         pixels = vae.decode(latent / vae.config.scaling_factor).sample
         f = self.latent_factor
         pixels = F.interpolate(pixels, size=(size[0] * f, size[1] * f), mode="bicubic", align_corners=False)
-        return self.vae.encode(pixels.clamp(-1, 1)).latents * self.vae.config.scaling_factor
+        pixels = pixels.clamp(-1, 1).to(next(self.vae.parameters()).dtype)  # the two stages may differ in dtype
+        return self.vae.encode(pixels).latents * self.vae.config.scaling_factor
 
     def plan(self, size: tuple[int, int], *, mode: str = "acpt", tile: int | tuple[int, int] | None = None,
              halo: int | None = None, max_window: int | None = None) -> TilePlan:

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from study.analysis.cli import positive_int
+    from study.analysis.argtypes import positive_int
 
     c = subparsers.add_parser("simulate-calibration", help="calibration benchmark of the tests",
                               description=__doc__.split("\n\n")[0])

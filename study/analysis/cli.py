@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.analysis.argtypes import positive_int
 from study.analysis.power import power_table
 from study.analysis.report import DEFAULT_TARGET, analyze
 from study.analysis.votes import ExclusionRule, VotesError, read_votes_csv
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a clear usage error otherwise, never a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def unit_interval(text: str) -> float:
@@ -149,6 +139,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", help="also write the table here")
     p.set_defaults(func=run_power)
 
-    from study.analysis import calibration  # imports this module's argparse types
+    from study.analysis import calibration
 
     calibration.register(subparsers)
