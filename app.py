@@ -23,12 +23,27 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
-from demo.edit_tab import SIZES, render_edit_tab
+from demo.edit_tab import DEFAULT_SIZE, SIZES, render_edit_tab
 
 TITLE = "Instruction-based image editing at 4K"  # page title: no method names (the study is blinded)
 CSS = """
 #edit-results .prose h3 { margin: 0.2em 0; }
 #edit-results small { line-height: 1.3; }
+/* result tiles: one grid, every tile the same width whatever the count */
+#edit-results { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr)); gap: 12px; }
+#edit-results > .result-tile { min-width: 0 !important; width: auto !important; }
+/* zoom crops at their true size, one output pixel per screen pixel (scroll if wider than the tile) */
+.zoom-1to1 img { width: auto !important; height: auto !important; max-width: none !important;
+                 max-height: none !important; object-fit: none !important; image-rendering: pixelated; }
+.zoom-1to1 .image-container, .zoom-1to1 .image-frame, .zoom-1to1 button { overflow: auto; justify-content: flex-start;
+                 align-items: flex-start; }
+.edit-status { padding: 10px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary); }
+.edit-status-error { border-color: #d33; background: rgba(221, 51, 51, 0.08); }
+.edit-status-done { border-color: #3a3; }
+.edit-bar { height: 8px; margin-top: 8px; background: var(--neutral-200); border-radius: 4px; overflow: hidden; }
+.edit-bar > div { height: 100%; background: var(--color-accent); transition: width 0.3s; }
+#edit-method-guide table { font-size: 0.85em; }
+#edit-method-guide td, #edit-method-guide th { padding: 2px 6px; }
 """
 MAX_UPLOAD = "40mb"
 
@@ -42,7 +57,7 @@ class AppConfig:
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get(
         "MOBILEPICASSO_CACHE", Path(tempfile.gettempdir()) / "mobilepicasso-demo")))
     sizes: tuple[tuple[str, str], ...] = SIZES
-    default_size: str = "4k"
+    default_size: str = DEFAULT_SIZE  # seconds on a CPU; 4K is one click away
 
 
 @dataclass
@@ -105,7 +120,7 @@ def build_app(config: AppConfig | None = None) -> App:
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as blocks:
         with gr.Tabs(selected="edit"):
             with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
-                render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size)
+                render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size, page=blocks)
             with gr.Tab("Study", id="study", elem_id="tab-study"):
                 _render_study(service, study_message)
             with gr.Tab("Results", id="results", elem_id="tab-results"):
