@@ -15,7 +15,6 @@ for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEME
     os.environ.setdefault(_key, _value)  # before gradio is imported: it reads them at import time
 
 import argparse
-import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,14 +47,28 @@ CSS = """
 MAX_UPLOAD = "40mb"
 
 
+def default_cache_dir() -> Path:
+    """Where outputs and examples are kept: `MOBILEPICASSO_CACHE`, else the user's own cache
+    (`$XDG_CACHE_HOME` or `~/.cache`). Not a fixed folder under the shared temp dir, where another
+    user could read the edits or plant files the app then serves."""
+    if os.environ.get("MOBILEPICASSO_CACHE"):
+        return Path(os.environ["MOBILEPICASSO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mobilepicasso" / "demo"
+
+
+def open_cache_dir(path: Path) -> Path:
+    """Create the cache folder readable by its owner only (an existing folder keeps its mode)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
 @dataclass
 class AppConfig:
     models: str = field(default_factory=lambda: os.environ.get("MOBILEPICASSO_MODELS", "mini"))
     study_db: str | None = "study.db"       # SQLite path or SQLAlchemy URL
     stimuli: str | None = "stimuli"         # folder written by `python -m study prepare`
     admin_token: str | None = field(default_factory=lambda: os.environ.get("STUDY_ADMIN_TOKEN") or None)
-    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get(
-        "MOBILEPICASSO_CACHE", Path(tempfile.gettempdir()) / "mobilepicasso-demo")))
+    cache_dir: Path = field(default_factory=default_cache_dir)
     sizes: tuple[tuple[str, str], ...] = SIZES
     default_size: str = DEFAULT_SIZE  # seconds on a CPU; 4K is one click away
 
@@ -115,7 +128,7 @@ def _render_results(config: AppConfig) -> None:
 def build_app(config: AppConfig | None = None) -> App:
     """The one Blocks app the Space, `python app.py` and the tests share."""
     config = config or AppConfig()
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    open_cache_dir(config.cache_dir)
     service, study_message = _study_service(config)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as blocks:
         with gr.Tabs(selected="edit"):
@@ -155,7 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model set: mini (bundled, default), sd15 (Hub), sd15-arch or a folder (env MOBILEPICASSO_MODELS)")
     p.add_argument("--study-db", default="study.db", help="study database: SQLite path or SQLAlchemy URL")
     p.add_argument("--stimuli", default="stimuli", help="stimuli folder written by `python -m study prepare`")
-    p.add_argument("--cache-dir", default=None, help="where outputs and examples are kept (env MOBILEPICASSO_CACHE)")
+    p.add_argument("--cache-dir", default=None, help="where outputs and examples are kept (env MOBILEPICASSO_CACHE; "
+                   "default ~/.cache/mobilepicasso/demo, private to the user)")
     return p.parse_args(argv)
 
 

@@ -230,11 +230,18 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                 choices=[(method_label(n, first_size), n) for n in pipeline.METHODS], value=[DEFAULT_METHOD],
                 label="Methods", info="Each one runs in turn, so every extra method adds its time.",
                 elem_id="edit-methods")
-            guide = gr.Markdown(guide_markdown(first_size), elem_id="edit-method-guide")
+        with gr.Column(scale=3, min_width=360, elem_id="edit-output"):
+            status = gr.HTML(_status("info", "Results appear here." if not first else
+                                     "The first example is loaded; its result appears here in a moment."),
+                             elem_id="edit-status")
+            slider = gr.ImageSlider(label="Before / after (preview; zoom below for full resolution)", type="filepath",
+                                    format="png", max_height=440, interactive=False, elem_id="edit-slider")
+            slider_method = gr.Radio(choices=[], label="After =", visible=False, elem_id="edit-slider-method")
+            files = gr.File(label="All full-resolution PNGs", file_count="multiple", interactive=False,
+                            visible=False, elem_id="edit-files")
             with gr.Group(elem_id="edit-settings"):
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="edit-seed", min_width=120)
-                    seed_dice = gr.Button("🎲 seed", size="sm", elem_id="edit-seed-dice", min_width=80)
                     randomise = gr.Checkbox(value=False, label="New seed each run", elem_id="edit-randomise")
                 steps = gr.Slider(1, 100, value=d_steps, step=1, label="Steps (edit stage)",
                                   info=f"the set's default: {d_steps}", elem_id="edit-steps")
@@ -243,17 +250,9 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                 image_guidance = gr.Slider(0, 5, value=d_image, step=0.05, label="Image guidance",
                                            info=f"the set's default: {d_image}", elem_id="edit-image-guidance")
                 with gr.Row():
-                    guidance_dice = gr.Button("🎲 guidance", size="sm", elem_id="edit-guidance-dice")
+                    seed_dice = gr.Button("Random seed", size="sm", elem_id="edit-seed-dice")
+                    guidance_dice = gr.Button("Random guidance", size="sm", elem_id="edit-guidance-dice")
                     defaults = gr.Button("Set's defaults", size="sm", elem_id="edit-defaults")
-        with gr.Column(scale=3, min_width=360, elem_id="edit-output"):
-            status = gr.HTML(_status("info", "Results appear here." if not first else
-                                     "The first example is loaded; its result appears here in a moment."),
-                             elem_id="edit-status")
-            slider = gr.ImageSlider(label="Before / after (preview; zoom below for full resolution)", type="filepath",
-                                    format="png", max_height=520, interactive=False, elem_id="edit-slider")
-            slider_method = gr.Radio(choices=[], label="After =", visible=False, elem_id="edit-slider-method")
-            files = gr.File(label="All full-resolution PNGs", file_count="multiple", interactive=False,
-                            visible=False, elem_id="edit-files")
 
     with gr.Column(visible=False, elem_id="edit-results-group") as results_group:
         gr.Markdown("## Results", elem_id="edit-results-header")
@@ -285,6 +284,8 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                     ))
         with gr.Accordion("Reports (JSON): every parameter and measurement", open=False):
             reports = gr.JSON(label="reports", elem_id="edit-reports")
+    # one line per method at the page's full width (in the narrow input column each took three)
+    guide = gr.Markdown(guide_markdown(first_size), elem_id="edit-method-guide")
     state = gr.State(None)
     ticket = gr.State(None)
     waiting_timer = gr.Timer(1.0, active=False)

@@ -1,6 +1,7 @@
 """A first visit in a real browser (Debian's Chromium via Playwright): the preloaded example and its
 cached result, an example click and Run with the result in view, a bad upload after an example, and
-a run after an error with no stale status. Set MOBILEPICASSO_SCREENSHOTS=DIR to keep the screenshots."""
+a run after an error with no stale status. It serves the app's real sizes and default (1K), so the
+screenshots show what a visitor gets: `MOBILEPICASSO_SCREENSHOTS=results/demo` keeps them there."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from test_app_support import clear_input, input_loaded, running_app, small_config
+import app
+from test_app_support import clear_input, input_loaded, running_app
 
 pytestmark = pytest.mark.browser
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -18,7 +20,8 @@ NEVER = ("Could not preprocess", "Traceback", "UnidentifiedImageError", "/tmp/",
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with running_app(small_config(tmp_path_factory.mktemp("first-run"))) as url:
+    config = app.AppConfig(models="mini", stimuli=None, cache_dir=tmp_path_factory.mktemp("first-run") / "cache")
+    with running_app(config) as url:
         yield url
 
 
@@ -75,6 +78,20 @@ def test_first_visit_example_run_bad_upload_and_rerun(served, chromium_path, tmp
             _no_internals(page)
             _shot(page, "after-run", tmp_path)
 
+            # the tiles as the visitor scrolls down to them: one width, previews drawn, crops at 1:1
+            # (Gradio's images load lazily, so an image far below the viewport has no size yet)
+            page.locator("#result-mobilepicasso").scroll_into_view_if_needed()
+            tiles = page.locator("#edit-results > .result-tile:visible")
+            expect(tiles).to_have_count(2)                                   # the input and mobilepicasso
+            widths = {round(tiles.nth(i).bounding_box()["width"]) for i in range(2)}
+            assert len(widths) == 1, widths
+            for shown in ("#preview-input img", "#preview-mobilepicasso img", "#zoom-mobilepicasso img"):
+                expect(page.locator(shown)).to_be_visible(timeout=30_000)
+            crop = page.locator("#zoom-mobilepicasso img")
+            natural, drawn = crop.evaluate("img => [img.naturalWidth, img.getBoundingClientRect().width]")
+            assert natural == 256 and abs(natural - drawn) <= 1, (natural, drawn)   # the default 256 px window
+            _shot(page, "after-run-tiles", tmp_path)
+
             # a file that is not an image, uploaded after an example: the pipeline's sentence
             notes = tmp_path / "notes.png"
             notes.write_text("a text file with an image's name")
@@ -88,8 +105,12 @@ def test_first_visit_example_run_bad_upload_and_rerun(served, chromium_path, tmp
             # a second run after the error: no stale status, a fresh result
             page.locator("#edit-examples tr.tr-body").first.click()
             expect(page.locator("#edit-status")).to_contain_text("Example loaded", timeout=30_000)
+            seed_before = page.locator("#edit-seed input").input_value()
+            page.locator("#edit-seed-dice").click()                          # a real run again, not the cache
+            expect(page.locator("#edit-seed input")).not_to_have_value(seed_before, timeout=30_000)
             page.locator("#edit-run").click()
             expect(page.locator("#edit-status")).to_contain_text("Done", timeout=300_000)
+            expect(page.locator("#edit-status")).not_to_contain_text("from the cache")
             expect(page.locator("#edit-status")).not_to_contain_text("not an image")
             expect(page.locator("#edit-status .edit-status-error")).to_have_count(0)
             expect(page.locator("#metrics-mobilepicasso")).to_be_visible()
