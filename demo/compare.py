@@ -177,7 +177,8 @@ def summary_markdown(c: Comparison, seconds: float | None = None) -> str:
     ok = [o for o in c.outputs if o.ok]
     w, h = c.output_size
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    text = f"**Done{took}:** {len(ok)} of {len(c.outputs)} methods produced a {w}×{h} image."
+    methods = "method" if len(c.outputs) == 1 else "methods"
+    text = f"**Done{took}:** {len(ok)} of {len(c.outputs)} {methods} produced a {w}×{h} image."
     failed = [o.method for o in c.outputs if not o.ok]
     if failed:
         text += f" Failed: {', '.join(failed)} (reasons under the results)."

@@ -12,7 +12,10 @@ the Study and Results tabs. What a first visit looks like:
 - every upload is checked by the pipeline's own image check (`demo.upload`), also after an example
   click; messages are one sentence, never a trace or a server path;
 - results sit above the examples: equal-width tiles, each with its preview (the zoom box drawn on
-  it), a true 1:1 crop, metrics and a download; failed methods are one line.
+  it), a true 1:1 crop, metrics and a download; failed methods are one line;
+- the settings sit beside the slider and the method guide under the results, so the tiles start
+  right below the inputs: Gradio's images load lazily (`loading="lazy"`), and a tile far below
+  the fold stays an empty 0x0 box until the visitor scrolls near it.
 
 The public API endpoint `/edit` (image, instruction, methods, size, seed, randomise, steps, text and
 image guidance -> seed, before/after, status, files, reports) is a separate event that raises its
@@ -406,7 +409,9 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
         except Exception:  # then ip2p-direct keeps the benchmark's estimate
             traceback.print_exc()
 
-    threading.Thread(target=precompute, name="example-result", daemon=True).start()
+    # not a daemon: Python waits for this bounded job at exit instead of killing it inside a torch
+    # kernel, which aborts the process ("terminate called without an active exception", status 134)
+    threading.Thread(target=precompute, name="example-result").start()
 
     def example_result(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance, i_guidance, x, y, win):
         if problem(image_path, text, chosen) is not None:

@@ -92,7 +92,9 @@ def test_first_visit_example_run_bad_upload_and_rerun(served, chromium_path, tmp
             assert natural == 256 and abs(natural - drawn) <= 1, (natural, drawn)   # the default 256 px window
             _shot(page, "after-run-tiles", tmp_path)
 
-            # a file that is not an image, uploaded after an example: the pipeline's sentence
+            # a file that is not an image, uploaded right after an example click: the pipeline's sentence
+            page.locator("#edit-examples tr.tr-body").first.click()
+            expect(page.locator("#edit-status")).to_contain_text("Example loaded", timeout=30_000)
             notes = tmp_path / "notes.png"
             notes.write_text("a text file with an image's name")
             clear_input(page)
