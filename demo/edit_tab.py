@@ -38,7 +38,7 @@ import pipeline
 from demo import compare
 from demo.costs import CostModel, duration
 from demo.examples import Example, write_examples
-from demo.jobs import EditQueue, ResultCache
+from demo.jobs import ActedPages, EditQueue, ResultCache
 from demo.upload import CheckedImage, UnusableUpload, check_file, sentence
 from pipeline.inputs import InputError, parse_size
 from pipeline.model_sets import ModelSetUnavailable, SetInfo, load_model_set
@@ -150,6 +150,7 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
 
     costs = CostModel(models)  # ip2p-direct's FLOPs estimate is switched on once the example result is ready
     queue = EditQueue()
+    acted = ActedPages()
     examples = examples_for(info, write_examples(cache / "examples"))
     results_cache = ResultCache([e.path for e in examples])
     first = examples[0] if examples else None
@@ -424,9 +425,13 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
         return showing(hit, "**Example result** (computed when the app started). Press **Run** to edit it again, "
                             "change the instruction, or pick another example below.", x, y, win)
 
-    def on_load(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance, i_guidance, x, y, win):
+    def on_load(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance, i_guidance, x, y, win,
+                request: gr.Request):
         """Estimates for this page, and the preloaded example's result: at once when it is ready,
-        otherwise the example timer shows it when it is (the page is usable meanwhile)."""
+        otherwise the example timer shows it when it is (the page is usable meanwhile). A queued
+        load can finish after the visitor's first click: then it leaves the status and results be."""
+        if request.session_hash in acted:
+            return {example_timer: gr.skip()}  # nothing stale; Gradio wants at least one output in a dict
         labels_update, guide_text, estimate_text = plan(image_path, size_value, chosen)
         out = {methods: labels_update, guide: guide_text, estimate: estimate_text}
         if not ready.is_set():
@@ -434,15 +439,21 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                     status: _status("busy", "Computing the first example's result (started with the app)…")}
         shown_result = example_result(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance,
                                       i_guidance, x, y, win)
+        if request.session_hash in acted:  # the visitor acted while this was computed
+            return {example_timer: gr.skip()}
         return {**out, **(shown_result or {status: _status("info", "Press **Run** to edit the example.")})}
 
-    def on_example_tick(state_value, ticket_id, *inputs):
+    def on_example_tick(state_value, ticket_id, image_path, text, chosen, size_value, seed_value, n_steps,
+                        t_guidance, i_guidance, x, y, win, request: gr.Request):
+        if request.session_hash in acted or state_value is not None or ticket_id is not None:
+            return {example_timer: gr.Timer(active=False)}  # the visitor has moved on
         if not ready.is_set():
             return {example_timer: gr.skip()}  # Gradio wants at least one output in a dict
-        if state_value is not None or ticket_id is not None:  # the visitor has moved on
+        labels_update, guide_text, estimate_text = plan(image_path, size_value, chosen)
+        shown_result = example_result(image_path, text, chosen, size_value, seed_value, n_steps, t_guidance,
+                                      i_guidance, x, y, win)
+        if request.session_hash in acted:
             return {example_timer: gr.Timer(active=False)}
-        labels_update, guide_text, estimate_text = plan(inputs[0], inputs[3], inputs[2])
-        shown_result = example_result(*inputs)
         return {example_timer: gr.Timer(active=False), methods: labels_update, guide: guide_text,
                 estimate: estimate_text, **(shown_result or {status: _status("info", "Press **Run** to edit the example.")})}
 
@@ -455,8 +466,9 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
         when = f", about {duration(seconds)} of work by the cost model" if seconds is not None else ""
         return _status("busy", f"Waiting: {edits} ahead of yours{when}. One edit runs at a time.", 0.0)
 
-    def on_click(image_path, text, chosen, size_value):
+    def on_click(image_path, text, chosen, size_value, request: gr.Request):
         """Instant (not queued): clear the last run, show the button's state, take a ticket."""
+        acted.mark(request.session_hash)
         message = problem(image_path, text, chosen)
         if message:
             return {**cleared(sentence(message), "error"), ticket: None}
@@ -557,13 +569,21 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                 {o.method: {"error": o.error, **o.report} for o in c.outputs})
 
     # -- smaller handlers ---------------------------------------------------------------------------
-    def on_upload(image_path):
+    def on_upload(image_path, request: gr.Request):
+        acted.mark(request.session_hash)
         if isinstance(image_path, UnusableUpload):
             return {**cleared(image_path.message, "error"), image: None}
         message = check_file(image_path) if image_path else None
         if message:
             return {**cleared(message, "error"), image: None}
         return cleared("New image: say what to change and press **Run**.")
+
+    def on_example(request: gr.Request):
+        acted.mark(request.session_hash)
+        return cleared("Example loaded: press **Run** (or change the instruction first).")
+
+    def on_clear(request: gr.Request) -> None:
+        acted.mark(request.session_hash)
 
     def on_slider_method(state_value, method):
         c = compare.Comparison.from_state(state_value) if state_value else None
@@ -615,8 +635,8 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                   outputs=estimate, show_progress="hidden", api_visibility="private")
     for ex in example_sets:
         ex.dataset.click(None, js=SCROLL_TO_INPUT)
-        ex.dataset.click(lambda: cleared("Example loaded: press **Run** (or change the instruction first)."),
-                         outputs=shown, queue=False, show_progress="hidden", api_visibility="private")
+        ex.dataset.click(on_example, outputs=shown, queue=False, show_progress="hidden", api_visibility="private")
+    image.clear(on_clear, queue=False, show_progress="hidden", api_visibility="private")
     seed_dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
     guidance_dice.click(random_guidance, outputs=[text_guidance, image_guidance], queue=False,
                         api_visibility="private")

@@ -5,6 +5,9 @@
   queue estimate is the mean of past runs of any method at any size, which says nothing here).
 - `ResultCache`: results of example inputs (keyed by the image's bytes and every setting), so an
   example that has been run once, or was computed at startup, shows again at once.
+- `ActedPages`: pages whose visitor has done something since loading, so that the slow, queued
+  page-load event (which shows the preloaded example's result) cannot overwrite a later click's
+  status when it finishes after it.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +125,26 @@ class ResultCache:
         if key:
             with self._lock:
                 self._entries[key] = comparison.to_state()
+
+
+class ActedPages:
+    """Session ids of pages where the visitor has acted (Run, upload, clear, example click); the
+    oldest are forgotten past `limit`, so the record stays small however many pages are opened."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def mark(self, session: str | None) -> None:
+        if not session:
+            return
+        with self._lock:
+            self._seen[session] = None
+            self._seen.move_to_end(session)
+            while len(self._seen) > self._limit:
+                self._seen.popitem(last=False)
+
+    def __contains__(self, session: object) -> bool:
+        with self._lock:
+            return session in self._seen

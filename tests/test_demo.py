@@ -202,3 +202,14 @@ def test_zoom_box_is_drawn_on_the_preview_and_failures_are_one_line(tmp_path):
     line = compare.failed_line(c)
     assert line.count("\n") == 0 and "ip2p-direct" in line and "out of memory" in line
     assert "mobilepicasso" not in line
+
+
+def test_acted_pages_remember_recent_sessions_and_forget_the_oldest():
+    from demo.jobs import ActedPages
+
+    acted = ActedPages(limit=2)
+    assert "a" not in acted
+    acted.mark(None)                      # a call without a session (the API) is not recorded
+    for session in ("a", "b", "a", "c"):  # "a" was marked again, so "b" is now the oldest
+        acted.mark(session)
+    assert "a" in acted and "c" in acted and "b" not in acted
