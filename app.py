@@ -15,7 +15,6 @@ for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEME
     os.environ.setdefault(_key, _value)  # before gradio is imported: it reads them at import time
 
 import argparse
-import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +22,44 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
-from demo.edit_tab import SIZES, render_edit_tab
+from demo.edit_tab import DEFAULT_SIZE, SIZES, render_edit_tab
 
 TITLE = "Instruction-based image editing at 4K"  # page title: no method names (the study is blinded)
 CSS = """
 #edit-results .prose h3 { margin: 0.2em 0; }
 #edit-results small { line-height: 1.3; }
+/* result tiles: one grid, every tile the same width whatever the count */
+#edit-results { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr)); gap: 12px; }
+#edit-results > .result-tile { min-width: 0 !important; width: auto !important; }
+/* zoom crops at their true size, one output pixel per screen pixel (scroll if wider than the tile) */
+.zoom-1to1 img { width: auto !important; height: auto !important; max-width: none !important;
+                 max-height: none !important; object-fit: none !important; image-rendering: pixelated; }
+.zoom-1to1 .image-container, .zoom-1to1 .image-frame, .zoom-1to1 button { overflow: auto; justify-content: flex-start;
+                 align-items: flex-start; }
+.edit-status { padding: 10px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary); }
+.edit-status-error { border-color: #d33; background: rgba(221, 51, 51, 0.08); }
+.edit-status-done { border-color: #3a3; }
+.edit-bar { height: 8px; margin-top: 8px; background: var(--neutral-200); border-radius: 4px; overflow: hidden; }
+.edit-bar > div { height: 100%; background: var(--color-accent); transition: width 0.3s; }
+#edit-method-guide table { font-size: 0.85em; }
+#edit-method-guide td, #edit-method-guide th { padding: 2px 6px; }
 """
 MAX_UPLOAD = "40mb"
+
+
+def default_cache_dir() -> Path:
+    """Where outputs and examples are kept: `MOBILEPICASSO_CACHE`, else the user's own cache
+    (`$XDG_CACHE_HOME` or `~/.cache`). Not a fixed folder under the shared temp dir, where another
+    user could read the edits or plant files the app then serves."""
+    if os.environ.get("MOBILEPICASSO_CACHE"):
+        return Path(os.environ["MOBILEPICASSO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mobilepicasso" / "demo"
+
+
+def open_cache_dir(path: Path) -> Path:
+    """Create the cache folder readable by its owner only (an existing folder keeps its mode)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 @dataclass
@@ -39,10 +68,9 @@ class AppConfig:
     study_db: str | None = "study.db"       # SQLite path or SQLAlchemy URL
     stimuli: str | None = "stimuli"         # folder written by `python -m study prepare`
     admin_token: str | None = field(default_factory=lambda: os.environ.get("STUDY_ADMIN_TOKEN") or None)
-    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get(
-        "MOBILEPICASSO_CACHE", Path(tempfile.gettempdir()) / "mobilepicasso-demo")))
+    cache_dir: Path = field(default_factory=default_cache_dir)
     sizes: tuple[tuple[str, str], ...] = SIZES
-    default_size: str = "4k"
+    default_size: str = DEFAULT_SIZE  # seconds on a CPU; 4K is one click away
 
 
 @dataclass
@@ -100,12 +128,12 @@ def _render_results(config: AppConfig) -> None:
 def build_app(config: AppConfig | None = None) -> App:
     """The one Blocks app the Space, `python app.py` and the tests share."""
     config = config or AppConfig()
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    open_cache_dir(config.cache_dir)
     service, study_message = _study_service(config)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as blocks:
         with gr.Tabs(selected="edit"):
             with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
-                render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size)
+                render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size, page=blocks)
             with gr.Tab("Study", id="study", elem_id="tab-study"):
                 _render_study(service, study_message)
             with gr.Tab("Results", id="results", elem_id="tab-results"):
@@ -140,7 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model set: mini (bundled, default), sd15 (Hub), sd15-arch or a folder (env MOBILEPICASSO_MODELS)")
     p.add_argument("--study-db", default="study.db", help="study database: SQLite path or SQLAlchemy URL")
     p.add_argument("--stimuli", default="stimuli", help="stimuli folder written by `python -m study prepare`")
-    p.add_argument("--cache-dir", default=None, help="where outputs and examples are kept (env MOBILEPICASSO_CACHE)")
+    p.add_argument("--cache-dir", default=None, help="where outputs and examples are kept (env MOBILEPICASSO_CACHE; "
+                   "default ~/.cache/mobilepicasso/demo, private to the user)")
     return p.parse_args(argv)
 
 

@@ -173,14 +173,24 @@ def metrics_markdown(out: MethodOutput) -> str:
     return "\n\n".join(lines)
 
 
-def summary_markdown(c: Comparison) -> str:
+def summary_markdown(c: Comparison, seconds: float | None = None) -> str:
     ok = [o for o in c.outputs if o.ok]
     w, h = c.output_size
-    text = f"**Done:** {len(ok)} of {len(c.outputs)} methods produced a {w}×{h} image."
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    methods = "method" if len(c.outputs) == 1 else "methods"
+    text = f"**Done{took}:** {len(ok)} of {len(c.outputs)} {methods} produced a {w}×{h} image."
     failed = [o.method for o in c.outputs if not o.ok]
     if failed:
-        text += f" Failed: {', '.join(failed)} (reason in its column)."
+        text += f" Failed: {', '.join(failed)} (reasons under the results)."
     return text
+
+
+def failed_line(c: Comparison) -> str:
+    """Every failed method on one line, with its reason (they get no result tile)."""
+    failed = [o for o in c.outputs if not o.ok]
+    if not failed:
+        return ""
+    return "**Failed:** " + " · ".join(f"`{o.method}`: {o.error or 'failed'}" for o in failed)
 
 
 def progress_text(method: str, stage: str, done: int, total: int, index: int, count: int) -> str:
@@ -227,6 +237,22 @@ def zoom(c: Comparison, x_pct: float, y_pct: float, window: int) -> tuple[np.nda
     except (OSError, pipeline.InputError):
         pass
     return reference, crops
+
+
+def preview_with_box(preview: Path, output_size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The preview with the zoom region (a box in output pixels) outlined, so every tile shows
+    where its 1:1 crop comes from."""
+    from PIL import ImageDraw
+
+    with Image.open(preview) as img:
+        img = img.convert("RGB")
+    sx, sy = img.width / output_size[0], img.height / output_size[1]
+    x0, y0, x1, y1 = box[0] * sx, box[1] * sy, box[2] * sx - 1, box[3] * sy - 1
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 320))
+    draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0), width=width + 2)
+    draw.rectangle((x0 + 1, y0 + 1, x1 - 1, y1 - 1), outline=(255, 196, 0), width=width)
+    return np.asarray(img)
 
 
 def box_caption(c: Comparison, x_pct: float, y_pct: float, window: int) -> str:

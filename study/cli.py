@@ -137,7 +137,7 @@ def register(subparsers) -> None:
     p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--stimuli", default="stimuli")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7861, help="default 7861: the demo app (`python app.py`) has 7860")
     p.add_argument("--admin-token", default=os.environ.get("STUDY_ADMIN_TOKEN"))
     _add_config_options(p)
     p.set_defaults(func=cmd_serve)

@@ -138,3 +138,29 @@ def test_prepared_study_is_mounted_with_its_json_api(tmp_path):
         assert requests.get(url + "study/api/admin/progress", timeout=30).status_code == 401
         page = requests.get(url, timeout=30).text
         assert "study-consent" in page or "gradio" in page.lower()
+
+
+def test_the_default_cache_is_private_to_the_user_and_overridable(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOBILEPICASSO_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    config = app.AppConfig()
+    assert config.cache_dir == tmp_path / "xdg" / "mobilepicasso" / "demo"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert app.AppConfig().cache_dir == tmp_path / "home" / ".cache" / "mobilepicasso" / "demo"
+    monkeypatch.setenv("MOBILEPICASSO_CACHE", str(tmp_path / "mine"))
+    assert app.AppConfig().cache_dir == tmp_path / "mine"
+
+    made = app.open_cache_dir(tmp_path / "fresh" / "cache")
+    assert made.is_dir() and made.stat().st_mode & 0o077 == 0  # other users can neither list nor read it
+
+
+def test_the_study_server_and_the_demo_default_to_different_ports():
+    import argparse
+
+    from study import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    study_port = parser.parse_args(["serve"]).port
+    assert study_port == 7861 and app.parse_args([]).port == 7860

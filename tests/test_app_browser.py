@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from test_app_support import TEST_SIZE, running_app, small_config
+from test_app_support import TEST_SIZE, clear_input, input_loaded, running_app, small_config
 
 pytestmark = pytest.mark.browser
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -32,13 +32,15 @@ def test_first_edit_shows_slider_metrics_zoom_and_downloads(served, chromium_pat
         browser = p.chromium.launch(executable_path=chromium_path, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(app_url)
+            page.set_default_timeout(120_000)  # a busy shared CPU serves the page slowly
+            page.goto(app_url, timeout=300_000)
             expect(page.locator("#edit-model-set")).to_contain_text("mini", timeout=60_000)
             expect(page.locator("#tab-edit")).to_be_visible()
 
             example = sorted((cache_dir / "examples").glob("synthedit-*.png"))[0]  # written at startup
+            clear_input(page)  # the first example is preloaded
             page.locator("#edit-input input[type=file]").set_input_files(str(example))
-            expect(page.locator("#edit-input img")).to_be_visible(timeout=30_000)
+            expect(input_loaded(page)).to_be_visible(timeout=30_000)
             page.locator("#edit-instruction textarea").fill("make the circle green")
             page.locator("#edit-methods label", has_text="ip2p-bicubic").click()
             page.locator("#edit-size label", has_text=f"{TEST_SIZE} px").click()
@@ -68,16 +70,24 @@ def test_first_edit_shows_slider_metrics_zoom_and_downloads(served, chromium_pat
     assert (tmp_path / "first-edit.png").stat().st_size > 10_000
 
 
-def test_empty_instruction_shows_a_message_not_a_trace(app_url, chromium_path):
+def test_missing_input_shows_a_message_not_a_trace(app_url, chromium_path):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, args=ARGS)
         try:
             page = browser.new_page()
-            page.goto(app_url)
-            page.locator("#edit-run").click(timeout=60_000)
-            expect(page.get_by_text("Upload an image or pick an example first.")).to_be_visible(timeout=30_000)
+            page.set_default_timeout(120_000)  # a busy shared CPU serves the page slowly
+            page.goto(app_url, timeout=300_000)
+            page.locator("#edit-instruction textarea").fill("", timeout=60_000)
+            page.locator("#edit-run").click()
+            expect(page.locator("#edit-status")).to_contain_text("The instruction is empty", timeout=30_000)
+            clear_input(page)
+            page.locator("#edit-instruction textarea").fill("make the circle green")
+            page.locator("#edit-run").click()
+            expect(page.locator("#edit-status")).to_contain_text("Upload an image or pick an example first.",
+                                                                 timeout=30_000)
+            expect(page.locator("#edit-status")).not_to_contain_text("instruction is empty")
             expect(page.get_by_text("Traceback")).to_have_count(0)
         finally:
             browser.close()

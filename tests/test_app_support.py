@@ -45,3 +45,15 @@ def small_config(tmp: Path, **kwargs) -> app.AppConfig:
     kwargs.setdefault("stimuli", None)
     return app.AppConfig(models="mini", cache_dir=tmp / "cache", sizes=TEST_SIZES, default_size=TEST_SIZE, **kwargs)
 
+
+def input_loaded(page):
+    """The input component's "Remove Image" button: there only while it holds an image."""
+    return page.locator("#edit-inputs").get_by_role("button", name="Remove Image")
+
+
+def clear_input(page) -> None:
+    """Empty the image component (after an example it shows the image, not the drop zone)."""
+    clear = page.locator("#edit-inputs").get_by_role("button", name="Remove Image")
+    if clear.count():
+        clear.first.click()
+    page.locator("#edit-input input[type=file]").wait_for(state="attached", timeout=30_000)

@@ -96,3 +96,120 @@ def test_run_comparison_refuses_bad_input_before_any_work(tmp_path):
 def test_old_runs_are_pruned(tmp_path):
     made = [compare.new_run_dir(tmp_path, keep=3) for _ in range(5)]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(p.name for p in made[-3:])
+
+
+# -- the first five minutes: estimates, examples offered, queue, uploads, tiles -----------------
+
+def test_cost_model_interpolates_the_benchmark_and_prefers_what_ran_here():
+    from demo.costs import CostModel, Estimate, duration, interpolate
+
+    points = [(1024 * 576, 1.0), (2048 * 1152, 8.0), (3840 * 2160, 20.0)]
+    assert interpolate(points, 1024 * 576) == 1.0 and interpolate(points, 3840 * 2160) == 20.0
+    assert 1.0 < interpolate(points, 1536 * 864) < 8.0
+    assert interpolate(points, 256 * 144) >= 0.25  # never below a quarter of the nearest measurement
+    costs = CostModel("mini", bench={"mobilepicasso": points}, direct=lambda size: 1e5)
+    assert costs.estimate("mobilepicasso", (1024, 576)).source == "benchmark"
+    assert costs.estimate("ip2p-direct", (3840, 2160)).seconds == 1e5 and costs.estimate("ip2p-direct", (1, 1)).slow
+    assert costs.estimate("a-new-method", (1024, 576)).seconds is None  # unknown until it ran here
+    assert costs.total(["mobilepicasso", "a-new-method"], (1024, 576)) is None
+    costs.observe("a-new-method", (1024, 576), 3.0)
+    assert costs.estimate("a-new-method", (1024, 576)) == Estimate(3.0, "measured here")
+    assert costs.estimate("a-new-method", (2048, 1152)).seconds == 12.0
+    assert [duration(s) for s in (0.3, 4.2, 360, 20843, None)] == ["<1 s", "~4 s", "~6 min", "~5.8 h", "no estimate yet"]
+
+
+def test_bundled_benchmark_gives_every_benchmarked_method_an_estimate():
+    from demo.costs import CostModel
+
+    costs = CostModel("mini")
+    for method in ("mobilepicasso", "ip2p-bicubic", "ip2p-realesrgan", "ip2p-patchwise"):
+        assert costs.estimate(method, (1024, 576)).seconds is not None
+    assert costs.estimate("mobilepicasso", (1024, 576)).seconds < 10        # the default answers in seconds
+    assert costs.estimate("ip2p-patchwise", (3840, 2160)).slow
+    assert CostModel("some-other-set").bench == {}  # a benchmark of another set says nothing about this one
+
+
+def test_examples_offered_follow_what_the_set_was_trained_on(tmp_path):
+    from demo.edit_tab import examples_for
+    from demo.examples import Example
+
+    examples = [Example(tmp_path / "a.png", "x", "synthedit"), Example(tmp_path / "b.png", "y", "photo")]
+    mini = SetInfo("mini", "bundled")  # trained_on says "not photos"
+    assert [e.kind for e in examples_for(mini, examples)] == ["synthedit"]
+    photos = SetInfo("sd15", "hub", trained_on="the published checkpoints' training data (LAION-based photos)")
+    assert [e.kind for e in examples_for(photos, examples)] == ["synthedit", "photo"]
+    random_weights = SetInfo("sd15-arch", "random", trained_on="nothing: random weights")
+    assert len(examples_for(random_weights, examples)) == 2
+    assert examples_for(None, examples) == []
+    assert "only the **SynthEdit** examples" in model_notice("mini", mini)
+
+
+def test_queue_counts_the_edits_ahead_and_their_estimated_work():
+    from demo.jobs import EditQueue
+
+    q = EditQueue()
+    a, b, c = q.join(10.0), q.join(5.0), q.join(None)
+    assert q.ahead(a) == (0, 0.0) and q.ahead(b) == (1, 10.0)
+    assert q.ahead(c) == (2, 15.0)
+    d = q.join(1.0)
+    assert q.ahead(d) == (3, None)  # one of them has no estimate: say nothing rather than guess
+    q.start(b)                      # a never started: its page went away
+    assert q.ahead(c)[0] == 1 and not q.waiting(b) and q.waiting(c)
+    q.finish(b)
+    assert q.ahead(c) == (0, 0.0)
+
+
+def test_upload_messages_are_one_sentence_without_paths(tmp_path):
+    from demo.upload import check_file, sentence
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    message = check_file(str(notes))
+    assert message == "The file is not an image that can be read (PNG, JPEG, WebP, ...)."
+    assert sentence(f"no such image file: {notes}", str(notes)) == "No such image file: the file."
+    assert "/" not in sentence("cannot open /tmp/gradio/abc/x.png now")
+    good = tmp_path / "ok.png"
+    Image.new("RGB", (8, 8)).save(good)
+    assert check_file(str(good)) is None
+
+
+def test_checked_image_turns_an_unreadable_file_into_a_sentence(tmp_path):
+    from gradio.data_classes import ImageData
+
+    from demo.upload import CheckedImage, UnusableUpload
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    component = CheckedImage(type="filepath", render=False)
+    assert component.get_block_name() == "image"  # drawn by Gradio's own Image component
+    out = component.preprocess(ImageData(path=str(notes), orig_name="notes.png"))
+    assert isinstance(out, UnusableUpload) and "not an image that can be read" in out.message
+    # a session copy is built from the class, so it checks too
+    copy = type(component)(**{**component.constructor_args, "render": False})
+    assert isinstance(copy.preprocess(ImageData(path=str(notes), orig_name="notes.png")), UnusableUpload)
+
+
+def test_zoom_box_is_drawn_on_the_preview_and_failures_are_one_line(tmp_path):
+    preview = tmp_path / "p.png"
+    Image.new("RGB", (160, 90), (0, 0, 255)).save(preview)
+    boxed = compare.preview_with_box(preview, (1600, 900), (400, 300, 800, 600))
+    assert boxed.shape == (90, 160, 3)
+    assert tuple(boxed[30, 60]) != (0, 0, 255) and tuple(boxed[45, 70]) == (0, 0, 255)  # outline, not fill
+    c = compare.Comparison(tmp_path, preview, preview, (1600, 900), [
+        compare.MethodOutput("mobilepicasso", {}, path=preview, preview=preview),
+        compare.MethodOutput("ip2p-direct", {}, error="over budget: ~5.8 h"),
+        compare.MethodOutput("ip2p-patchwise", {}, error="out of memory")])
+    line = compare.failed_line(c)
+    assert line.count("\n") == 0 and "ip2p-direct" in line and "out of memory" in line
+    assert "mobilepicasso" not in line
+
+
+def test_acted_pages_remember_recent_sessions_and_forget_the_oldest():
+    from demo.jobs import ActedPages
+
+    acted = ActedPages(limit=2)
+    assert "a" not in acted
+    acted.mark(None)                      # a call without a session (the API) is not recorded
+    for session in ("a", "b", "a", "c"):  # "a" was marked again, so "b" is now the oldest
+        acted.mark(session)
+    assert "a" in acted and "c" in acted and "b" not in acted
