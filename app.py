@@ -69,6 +69,8 @@ class AppConfig:
     stimuli: str | None = "stimuli"         # folder written by `python -m study prepare`
     admin_token: str | None = field(default_factory=lambda: os.environ.get("STUDY_ADMIN_TOKEN") or None)
     cache_dir: Path = field(default_factory=default_cache_dir)
+    device: str | None = field(default_factory=lambda: os.environ.get("MOBILEPICASSO_DEVICE"))  # None: CPU, fp32
+    dtype: str | None = field(default_factory=lambda: os.environ.get("MOBILEPICASSO_DTYPE"))
     sizes: tuple[tuple[str, str], ...] = SIZES
     default_size: str = DEFAULT_SIZE  # seconds on a CPU; 4K is one click away
 
@@ -133,7 +135,8 @@ def build_app(config: AppConfig | None = None) -> App:
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as blocks:
         with gr.Tabs(selected="edit"):
             with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
-                render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size, page=blocks)
+                render_edit_tab(config.models, config.cache_dir, config.sizes, config.default_size, page=blocks,
+                                device=config.device, dtype=config.dtype)
             with gr.Tab("Study", id="study", elem_id="tab-study"):
                 _render_study(service, study_message)
             with gr.Tab("Results", id="results", elem_id="tab-results"):
@@ -166,6 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--models", default=os.environ.get("MOBILEPICASSO_MODELS", "mini"),
                    help="model set: mini (bundled, default), sd15 (Hub), sd15-arch or a folder (env MOBILEPICASSO_MODELS)")
+    p.add_argument("--device", default=os.environ.get("MOBILEPICASSO_DEVICE", "auto"),
+                   help="auto (CUDA if present, else CPU) | cpu | cuda (env MOBILEPICASSO_DEVICE)")
+    p.add_argument("--dtype", default=os.environ.get("MOBILEPICASSO_DTYPE", "auto"),
+                   choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: fp16 on CUDA, bf16 upscaling on a CPU with native bf16, else fp32 (env MOBILEPICASSO_DTYPE)")
     p.add_argument("--study-db", default="study.db", help="study database: SQLite path or SQLAlchemy URL")
     p.add_argument("--stimuli", default="stimuli", help="stimuli folder written by `python -m study prepare`")
     p.add_argument("--cache-dir", default=None, help="where outputs and examples are kept (env MOBILEPICASSO_CACHE; "
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = parse_args(argv)
-    config = AppConfig(models=args.models, study_db=args.study_db, stimuli=args.stimuli)
+    config = AppConfig(models=args.models, study_db=args.study_db, stimuli=args.stimuli, device=args.device,
+                       dtype=args.dtype)
     if args.cache_dir:
         config.cache_dir = Path(args.cache_dir)
     server = build_server(config, args.host)

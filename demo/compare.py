@@ -93,7 +93,7 @@ def new_run_dir(root: Path, keep: int = KEEP_RUNS) -> Path:
 def run_comparison(
     image_path: str | Path, instruction: str, methods: list[str], *, size: str, models: str, seed: int,
     steps: int | None, text_guidance: float | None, image_guidance: float | None, root: Path,
-    on_step: StepCallback | None = None,
+    on_step: StepCallback | None = None, device: str | None = None, dtype: str | None = None,
 ) -> Comparison:
     """Run each method in turn. Bad input raises `pipeline.InputError` before any work; a method
     that fails (over budget, out of memory, or an unexpected error) is recorded in its output and
@@ -114,7 +114,7 @@ def run_comparison(
         try:
             result = pipeline.edit(source, instruction, method=method, size=output_size, models=models, seed=seed,
                                    steps=steps, text_guidance=text_guidance, image_guidance=image_guidance,
-                                   progress=progress)
+                                   progress=progress, device=device, dtype=dtype)
         except pipeline.InputError:
             raise
         except Exception as err:  # one broken method must not hide the others' results

@@ -123,9 +123,10 @@ class ResultTile:
 
 def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
                     sizes: tuple[tuple[str, str], ...] = SIZES, default_size: str = DEFAULT_SIZE,
-                    page: gr.Blocks | None = None) -> None:
+                    page: gr.Blocks | None = None, device: str | None = None, dtype: str | None = None) -> None:
     """Build the Edit tab in the current Blocks context; outputs and examples go under `cache_dir`.
-    `page` (the enclosing Blocks) gets the load event that shows the preloaded example's result."""
+    `page` (the enclosing Blocks) gets the load event that shows the preloaded example's result;
+    `device` / `dtype` are `MobilePicassoPipeline.to`'s (None: the set as loaded, CPU fp32)."""
     cache = Path(cache_dir)
     try:
         model_set = load_model_set(models)
@@ -140,7 +141,7 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
 
     def direct_seconds(size: tuple[int, int]) -> float:
         """ip2p-direct's own estimate (exact FLOPs on a meta copy x measured throughput), per size."""
-        from pipeline.stages.upscale import estimate_direct_edit
+        from pipeline.costs import estimate_direct_edit
 
         f = info.edit_multiple
         size = (-(-size[0] // f) * f, -(-size[1] // f) * f)
@@ -383,7 +384,8 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
         with RUN_LOCK:
             c = compare.run_comparison(
                 image_path, text, order, size=size_value, models=models, seed=seed_value, steps=int(n_steps),
-                text_guidance=float(t_guidance), image_guidance=float(i_guidance), root=root or cache, on_step=on_step)
+                text_guidance=float(t_guidance), image_guidance=float(i_guidance), root=root or cache, on_step=on_step,
+                device=device, dtype=dtype)
         for o in c.outputs:
             if o.report.get("total_seconds") and o.ok:
                 costs.observe(o.method, tuple(c.output_size), o.report["total_seconds"])

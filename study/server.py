@@ -115,7 +115,7 @@ def build_app(service: StudyService, admin_token: str | None = None,
     return app
 
 
-def serve(service: StudyService, host: str = "127.0.0.1", port: int = 7860,
+def serve(service: StudyService, host: str = "127.0.0.1", port: int = 7861,
           admin_token: str | None = None) -> None:
     import uvicorn
 
