@@ -3,7 +3,7 @@
 Written like a diffusers pipeline: components in, `from_pretrained` / `save_pretrained`, `.to(device,
 dtype)` moving every component, and `__call__` returning the image with its report.
 
-    pipe = MobilePicassoPipeline.from_pretrained("mini").to("cpu", torch.bfloat16)
+    pipe = MobilePicassoPipeline.from_pretrained("mini").to("cpu", "auto")   # or ("cuda", torch.float16)
     result = pipe(image, "make it snowy", size="4k", seed=0)
     result.image.save("edited.png"); print(result.report.to_json())
 """
@@ -28,8 +28,10 @@ from pipeline.model_sets import load_set, save_local_set
 from pipeline.report import EditReport, RunMeter
 from pipeline.stages.edit import standard_size
 
+
 @contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
+    """Silence one library logger below ERROR while the block runs."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -52,7 +54,8 @@ class EditResult:
 
 
 class MobilePicassoPipeline:
-    """Every method of `pipeline.methods.METHODS` on one model set, on one device and dtype."""
+    """Every method of `pipeline.methods.METHODS` on one model set's components (a `ModelSet`:
+    `pipeline.model_sets` builds one from a folder, `pipeline.sd15` from the Hub or configs)."""
 
     def __init__(self, models: ModelSet) -> None:
         self.models = models
