@@ -74,8 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, default=None,
                    help="(evaluate) test examples per table (default: 400 edit and ablation, 40 sweep, 8 upscaler)")
     p.add_argument("--tables", default=None,
-                   help="(evaluate) comma list of sweep,edit,ablation,sr,e2e,region,tune-local,local,examples,photos,photo-sheet "
-                        "(default: all but tune-local, examples, photos and photo-sheet)")
+                   help="(evaluate) comma list of sweep,edit,ablation,sr,e2e,region,tune-local,local,examples,photos,photo-oracle,photo-sheet "
+                        "(default: all but tune-local, examples and the photo tables)")
     p.add_argument("--long-side", type=int, default=None, help="(evaluate local, photos) output long side, default 1024 (photos: 3840)")
     p.add_argument("--apply-sweep", action="store_true", help="(evaluate) write the best sweep setting into model_set.json")
     p.add_argument("--quick", action="store_true", help="(evaluate) small sizes only (CI)")

@@ -221,7 +221,7 @@ def train(args: argparse.Namespace):
     torch.manual_seed(args.seed)
     text_encoder = arch.text_encoder(tokenizer).to(dev)
     unet = arch.edit_unet().to(dev)
-    pool = get_pool(args, vae, tokenizer, det)
+    pool = get_pool(args, vae, tokenizer, det if args.variant in ("filtered", "full") else None)  # plain: M unused
     if args.variant in ("filtered", "full"):
         if det is None:
             raise SystemExit("edit --variant filtered/full needs a trained detector in --out (train `detector` first)")

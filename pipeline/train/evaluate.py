@@ -350,6 +350,10 @@ def run(args: argparse.Namespace) -> None:
         from pipeline.train import evaluate_photos
 
         evaluate_photos.run(args)
+    if "photo-oracle" in tables:
+        from pipeline.train import evaluate_photos
+
+        evaluate_photos.oracle(args)
     if "photo-sheet" in tables:
         from pipeline.train import evaluate_photos
 

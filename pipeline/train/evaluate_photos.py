@@ -118,17 +118,17 @@ def read_rows_photos(path: Path) -> list[dict]:
 
 
 def contact_sheet(args: argparse.Namespace, crop: int = 256, thumb: int = 256) -> Path | None:
-    """results/photos/contact_sheet.png: for the first demo photo, a row per look: the 4K target and
-    `mobilepicasso` downscaled, then the same 1:1 crop of both at `long_side` (default 3840)."""
+    """results/photos/contact_sheet.png: for the first test photo (the first demo photo), a row per look:
+    the 4K target and `mobilepicasso` downscaled, then the same 1:1 crop of both at `long_side` (3840)."""
     from PIL import Image, ImageDraw
 
     from pipeline import edit
 
-    examples = pe.demo_examples()
-    if not examples:
+    pool = photos.load_pool(split="test")
+    if not pool:
         print("photos: no photo pool; contact sheet skipped")
         return None
-    photo = examples[0].photo
+    photo = pool[0]
     image = photos.open_photo(str(photo.file()))
     long_side = getattr(args, "long_side", None) or 3840
     rows = [("source", None)] + [(look, look) for look in pe.LOOKS]
@@ -156,3 +156,72 @@ def contact_sheet(args: argparse.Namespace, crop: int = 256, thumb: int = 256) -
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
+
+
+def oracle_rows(photo: photos.Photo, long_side: int, models: str, looks: tuple[str, ...]) -> list[dict]:
+    """Where the photo error comes from: the colour transfer of `mobilepicasso` fed (a) the exact look at
+    the edit size, (b) that look through the set's autoencoder (the best any editor in this latent
+    space can hand over), (c) as (b) but fitted from the source through the autoencoder too."""
+    import torch
+    from PIL import Image
+
+    from pipeline.model_sets import load_model_set
+    from pipeline.stages.edit import standard_size
+    from pipeline.stages.transfer import fit_affine_colour
+
+    vae = load_model_set(models).edit_pipeline.vae
+    image = photos.open_photo(str(photo.file()))
+
+    def t01(im) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)[None]
+
+    @torch.no_grad()
+    def round_trip(x: torch.Tensor) -> torch.Tensor:
+        return (vae.decode(vae.encode(x * 2 - 1).latents).sample.clamp(-1, 1) + 1) / 2
+
+    rows = []
+    for look in looks:
+        ex = pe.sample(image, photo.id, 0, look=look, whole=True)
+        w, h = ex.size(long_side)
+        src, tgt = ex.source(w, h), np.asarray(ex.target(w, h))
+        small = t01(src.resize(standard_size(w, h, 128, 32), Image.Resampling.LANCZOS))
+        exact = t01(pe.apply_look(Image.fromarray((small[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)), look))
+        full = np.asarray(src, np.float32) / 255
+        for name, guide, edited in (("exact look", small, exact), ("look via autoencoder", small, round_trip(exact)),
+                                    ("both via autoencoder", round_trip(small), round_trip(exact))):
+            out = fit_affine_colour(guide, edited).apply(full, (w, h))
+            rows.append({"photo": photo.id, "look": look, "size": f"{w}x{h}", "method": name, "seconds": 0.0,
+                         "psnr": _psnr(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), tgt)})
+    return rows
+
+
+def _oracle_worker(job) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    return oracle_rows(*job)
+
+
+def oracle(args: argparse.Namespace) -> None:
+    """`--tables photo-oracle`: results/photos/oracle_<long_side>.csv (+ _runs), per look and input."""
+    pool = photos.load_pool(split="test")
+    if not pool:
+        print("photos: no photo pool; oracle table skipped")
+        return
+    long_side = getattr(args, "long_side", None) or 3840
+    pool = pool[: args.eval_n] if args.eval_n else pool
+    out = Path(args.results).parent / "photos"
+    jobs = [(p, long_side, str(args.models or args.out), pe.LOOKS) for p in pool]
+    rows = []
+    with get_context("spawn").Pool(int(os.environ.get("EVAL_WORKERS", "2"))) as mp:
+        for new in mp.imap(_oracle_worker, jobs):
+            rows.extend(new)
+    write_csv(out / f"oracle_{long_side}_runs.csv", rows)
+    table = []
+    for look in [*pe.LOOKS, "all"]:
+        for method in dict.fromkeys(r["method"] for r in rows):
+            scores = [r["psnr"] for r in rows if r["method"] == method and look in ("all", r["look"])]
+            lo, hi = mean_ci(scores)
+            table.append({"look": look, "input": method, "n": len(scores), "psnr": float(np.mean(scores)),
+                          "psnr_ci95_low": lo, "psnr_ci95_high": hi})
+    write_csv(out / f"oracle_{long_side}.csv", table)
