@@ -1,9 +1,10 @@
-"""`python -m pipeline.train {all,autoencoder,detector,edit,projector,upscaler,evaluate} --out pipeline/models/mini`.
+"""`python -m pipeline.train {all,photos,autoencoder,detector,edit,projector,upscaler,evaluate} --out pipeline/models/mini`.
 
 Each part reads the components it depends on from `--out` (the set folder) and writes its own
 weights there; checkpoints go to `--run-dir` (resume with `--resume`).
 
-`all` trains the autoencoder, which everything else reads, and then two independent chains at
+`all` first fetches the photo pool (`photos`: PhotoEdit triples are mixed into the editor's,
+the edit-region model's and the autoencoder's batches when the pool is there), then trains the autoencoder, which everything else reads, and then two independent chains at
 once, each a sequence of child processes with half the CPU threads: the edit chain (detector,
 then the plain edit base, then its filtered + hallucination-aware fine-tune) and the upscaling
 chain (projector, then SR U-Net). Each child's output goes to `<run-dir>/<step>.log`.
@@ -26,8 +27,9 @@ DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CP
     "projector": (5000, 8, 1e-3, 50.0),
     "upscaler": (4000, 8, 1e-3, 28.0),
     "edit_region": (3000, 24, 2e-3, 40.0),
+    "photos": (0, 0, 0.0, 0.0),
 }
-PARTS = ("autoencoder", "detector", "edit", "projector", "upscaler", "edit_region")
+PARTS = ("photos", "autoencoder", "detector", "edit", "projector", "upscaler", "edit_region")
 # after the autoencoder; the edit chain is the shipped recipe: a plain base, then the filtered +
 # hallucination-aware fine-tune (the detector scores the training pool the base builds)
 CHAINS = (("detector", "edit-base", "edit-full", "edit_region"), ("projector", "upscaler"))
@@ -50,9 +52,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--decoder-only", action="store_true",
                    help="(autoencoder) fine-tune the decoder with the encoder frozen (latent space kept)")
+    p.add_argument("--ae-photo-share", type=float, default=0.5,
+                   help="(autoencoder) share of each batch that is photo windows (when the pool is there)")
     p.add_argument("--variant", default="full", choices=("plain", "filtered", "full"),
                    help="(edit) plain | filtered (drop top share by artifact ratio) | full (+ hallucination-aware loss)")
     p.add_argument("--init-from", default=None, help="(edit) start from this checkpoint (ablation branches)")
+    p.add_argument("--freeze-text-encoder", action="store_true",
+                   help="(edit) train the U-Net only (the edit-region model reads the text encoder: it stays valid)")
     p.add_argument("--no-save", action="store_true", help="(edit) keep the result in the checkpoint only (ablation branches)")
     p.add_argument("--filter-share", type=float, default=0.15)
     p.add_argument("--hallucination-weight", type=float, default=0.5, help="lambda of the hallucination-aware loss")
@@ -60,15 +66,17 @@ def parser() -> argparse.ArgumentParser:
                    help="(projector, upscaler) weight of an L1 loss on decoded pixels, added to the latent loss")
     p.add_argument("--latent-loss", type=float, default=0.1,
                    help="(projector) weight of the latent regression onto encode(resize(decode(z)))")
-    p.add_argument("--pool", type=int, default=20000, help="(edit) training triples pre-encoded")
+    p.add_argument("--pool", type=int, default=20000, help="(edit, edit_region) SynthEdit training triples")
+    p.add_argument("--photos", type=int, default=6000,
+                   help="(edit, edit_region) PhotoEdit triples from the train photos mixed in (0: none; none without a pool)")
     p.add_argument("--e2e-methods", default=None,
                    help="(evaluate) comma list of methods to re-run end to end; the others keep their last rows")
     p.add_argument("--eval-n", type=int, default=None,
                    help="(evaluate) test examples per table (default: 400 edit and ablation, 40 sweep, 8 upscaler)")
     p.add_argument("--tables", default=None,
-                   help="(evaluate) comma list of sweep,edit,ablation,sr,e2e,region,tune-local,local,examples "
-                        "(default: all but tune-local and examples)")
-    p.add_argument("--long-side", type=int, default=None, help="(evaluate local) output long side, default 1024")
+                   help="(evaluate) comma list of sweep,edit,ablation,sr,e2e,region,tune-local,local,examples,photos,photo-oracle,photo-sheet "
+                        "(default: all but tune-local, examples and the photo tables)")
+    p.add_argument("--long-side", type=int, default=None, help="(evaluate local, photos) output long side, default 1024 (photos: 3840)")
     p.add_argument("--apply-sweep", action="store_true", help="(evaluate) write the best sweep setting into model_set.json")
     p.add_argument("--quick", action="store_true", help="(evaluate) small sizes only (CI)")
     return p
@@ -128,7 +136,8 @@ def run_chain(chain: tuple[str, ...], argv: list[str], args: argparse.Namespace,
 
 def train_all(argv: list[str], args: argparse.Namespace) -> dict[str, float]:
     t0 = time.time()
-    times = {"autoencoder": run_part("autoencoder", args)}
+    times = {"photos": run_part("photos", args)}
+    times["autoencoder"] = run_part("autoencoder", args)
     print(f"[train] autoencoder: done in {times['autoencoder'] / 60:.1f} min", flush=True)
     threads = int(os.environ.get("TRAIN_THREADS") or max(1, (os.cpu_count() or 2) // len(CHAINS)))
     with ThreadPoolExecutor(len(CHAINS)) as pool:

@@ -44,7 +44,7 @@ def train(args: argparse.Namespace, vae=None):
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
-        x = autoencoder_batch(rng, args.batch_size).to(dev)
+        x = autoencoder_batch(rng, args.batch_size, photo_share=getattr(args, "ae_photo_share", 0.0)).to(dev)
         with torch.set_grad_enabled(not decoder_only):
             z = vae.encode(x).latents
         zn = z + 0.05 * torch.randn_like(z) * (torch.rand(z.shape[0], 1, 1, 1, device=dev) < 0.5)

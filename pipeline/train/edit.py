@@ -30,6 +30,7 @@ from pipeline.train.common import EMA, Budget, Checkpoint, cosine_lr, device, pr
 from pipeline.train.data import edit_size
 
 FAMILY_WEIGHT = {"recolour": 1.6, "remove": 1.3, "add": 1.3, "background": 1.0, "global": 0.8}
+PHOTO_WEIGHT = 1.0  # every PhotoEdit triple (`photo:<family>`)
 HAL_TEXT_GUIDANCE, HAL_IMAGE_GUIDANCE, HAL_T_MAX, HAL_MAX_SAMPLES = 1.5, 1.2, 400, 8
 
 
@@ -90,11 +91,28 @@ def _u8_to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+def merge_groups(groups: dict, extra: dict) -> dict:
+    """Append the triples of `extra` to `groups` (both {size: dict of arrays / lists})."""
+    for size, g in extra.items():
+        if size not in groups:
+            groups[size] = g
+            continue
+        for k, v in g.items():
+            groups[size][k] = np.concatenate([groups[size][k], v]) if isinstance(v, np.ndarray) else [*groups[size][k], *v]
+    return groups
+
+
 @torch.no_grad()
 def build_pool(n: int, vae: AutoencoderTiny, tokenizer: CLIPTokenizer, detector: ArtifactDetector | None,
-               seed: int = 0, offset: int = 0, batch: int = 64, cache: Path | None = None) -> Pool:
-    """Render (or load) n training triples, encode with the frozen autoencoder, optionally score with M."""
+               seed: int = 0, offset: int = 0, batch: int = 64, cache: Path | None = None, photos: int = 0) -> Pool:
+    """Render (or load) n SynthEdit training triples plus `photos` PhotoEdit triples (train photos only),
+    encode with the frozen autoencoder, optionally score with M."""
+    from pipeline.train.photos import edit_triples
+
     groups = render_pool(n, offset, cache)
+    if photos:
+        groups = merge_groups(groups, edit_triples(photos, seed))
+    n = sum(len(g["text"]) for g in groups.values())
     out = {k: [] for k in ("src", "tgt", "ids", "family", "artifact_ratio", "has_artifacts")}
     bar = progress_bar(n, 0, "encode pool")
     for (w, h), g in sorted(groups.items()):
@@ -171,19 +189,23 @@ def load_frozen(out: Path, dev):
 
 
 def get_pool(args, vae, tokenizer, det) -> Pool:
-    path = Path(args.run_dir) / "edit_pool.pt"
+    from pipeline.photos import load_pool
+
+    n_photos = getattr(args, "photos", 0) if load_pool(split="train") else 0
+    path = Path(args.run_dir) / ("edit_pool.pt" if not n_photos else f"edit_pool_photos{n_photos}.pt")
     n = args.pool
     if path.is_file():
         pool = Pool(**torch.load(path, weights_only=False))
-        if len(np.concatenate(pool.family)) == n:
+        if len(np.concatenate(pool.family)) == n + n_photos:
             if det is not None and np.isnan(np.concatenate(pool.artifact_ratio)).any():
                 pool = score_pool(pool, vae, det)
                 torch.save(pool.state(), path)
             return pool
     t0 = time.time()
-    pool = build_pool(n, vae, tokenizer, None, seed=args.seed, cache=Path(args.run_dir) / f"edit_renders_{n}.pt")
+    pool = build_pool(n, vae, tokenizer, None, seed=args.seed, cache=Path(args.run_dir) / f"edit_renders_{n}.pt",
+                      photos=n_photos)
     torch.save(pool.state(), path)
-    print(f"edit pool: {n} triples in {time.time() - t0:.0f} s")
+    print(f"edit pool: {n} SynthEdit + {n_photos} PhotoEdit triples in {time.time() - t0:.0f} s")
     if det is not None:
         pool = score_pool(pool, vae, det)
         torch.save(pool.state(), path)
@@ -199,7 +221,7 @@ def train(args: argparse.Namespace):
     torch.manual_seed(args.seed)
     text_encoder = arch.text_encoder(tokenizer).to(dev)
     unet = arch.edit_unet().to(dev)
-    pool = get_pool(args, vae, tokenizer, det)
+    pool = get_pool(args, vae, tokenizer, det if args.variant in ("filtered", "full") else None)  # plain: M unused
     if args.variant in ("filtered", "full"):
         if det is None:
             raise SystemExit("edit --variant filtered/full needs a trained detector in --out (train `detector` first)")
@@ -207,8 +229,10 @@ def train(args: argparse.Namespace):
     use_hal = args.variant == "full" and args.hallucination_weight > 0 and det is not None
     name = f"edit-{args.variant}" if args.init_from else "edit"
     ckpt = Checkpoint(args.run_dir, name)
-    params = [{"params": unet.parameters(), "weight_decay": 1e-2},
-              {"params": text_encoder.parameters(), "weight_decay": 0.0}]
+    freeze_te = getattr(args, "freeze_text_encoder", False)  # keeps the edit-region model's inputs as they are
+    text_encoder.requires_grad_(not freeze_te)
+    params = [{"params": unet.parameters(), "weight_decay": 1e-2}]
+    params += [] if freeze_te else [{"params": text_encoder.parameters(), "weight_decay": 0.0}]
     opt = torch.optim.AdamW(params, lr=args.lr)
     ema = EMA(unet, 0.995)
     ema_te = EMA(text_encoder, 0.995)
@@ -216,6 +240,11 @@ def train(args: argparse.Namespace):
     step, elapsed = 0, 0.0
     if args.resume and ckpt.path.is_file():
         step, elapsed = ckpt.load(**state)
+    elif args.init_from and Path(args.init_from).is_dir():  # a model set folder: fine-tune its shipped weights
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(Path(args.init_from) / "unet").state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(Path(args.init_from) / "text_encoder").state_dict())
+        ema, ema_te = EMA(unet, 0.995), EMA(text_encoder, 0.995)
+        state.update(ema=ema, ema_te=ema_te)
     elif args.init_from:
         Checkpoint(Path(args.init_from).parent.parent, Path(args.init_from).parent.name).load(
             unet=unet, text_encoder=text_encoder, ema=ema, ema_te=ema_te)
@@ -224,7 +253,7 @@ def train(args: argparse.Namespace):
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step, 7])
     sizes = [len(f) for f in pool.family]
-    weights = [np.array([FAMILY_WEIGHT[f] for f in fam]) * keep for fam, keep in zip(pool.family, pool.keep)]
+    weights = [np.array([FAMILY_WEIGHT.get(f, PHOTO_WEIGHT) for f in fam]) * keep for fam, keep in zip(pool.family, pool.keep)]
     group_p = np.array([w.sum() for w in weights])
     group_p = group_p / group_p.sum()
     bar = progress_bar(args.steps, step, f"edit ({args.variant})")

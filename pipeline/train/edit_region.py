@@ -22,6 +22,7 @@ from pipeline import synthedit as se
 from pipeline.models import EditRegionModel
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
 from pipeline.train.data import edit_size
+from pipeline.train.photos import region_rows
 
 ABSENT_SHARE = 0.08
 TEXT_LENGTH = 32
@@ -137,11 +138,23 @@ def train(args: argparse.Namespace) -> EditRegionModel:
         rows = build_pool(se.split_seeds("train", args.pool), ABSENT_SHARE, args.seed)
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(rows, pool_path)
+    photo_path = pool_path.with_name(f"photos-{getattr(args, 'photos', 0)}.pt")
+    if getattr(args, "photos", 0) and photo_path.is_file():
+        rows = rows + torch.load(photo_path, weights_only=False)
+    elif getattr(args, "photos", 0):
+        photo_rows = region_rows(args.photos, args.seed)   # [] without a pool: nothing cached then
+        if photo_rows:
+            torch.save(photo_rows, photo_path)
+        rows = rows + photo_rows
     data = tensors(rows, pipe)
-    val = tensors(build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1), pipe)
+    val_rows = build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1)
+    val = tensors(val_rows + region_rows(200 if getattr(args, "photos", 0) else 0, args.seed + 1, "validation"), pipe)
     model = arch.edit_region().to(dev).train()
-    if getattr(args, "init_from", None):  # continue from an earlier run's weights (new parameters start fresh)
-        old, new = torch.load(args.init_from, map_location="cpu", weights_only=False)["model"], model.state_dict()
+    if getattr(args, "init_from", None):  # continue from an earlier run's (or a set's) weights; new parameters start fresh
+        init = Path(args.init_from)
+        old = (EditRegionModel.from_pretrained(init / "edit_region").state_dict() if init.is_dir()
+               else torch.load(init, map_location="cpu", weights_only=False)["model"])
+        new = model.state_dict()
         model.load_state_dict({k: v for k, v in old.items() if k in new and new[k].shape == v.shape}, strict=False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step, elapsed = ckpt.load(model=model, opt=opt) if args.resume else (0, 0.0)

@@ -346,6 +346,18 @@ def run(args: argparse.Namespace) -> None:
         from pipeline.train import evaluate_local
 
         evaluate_local.run(args)
+    if "photos" in tables:
+        from pipeline.train import evaluate_photos
+
+        evaluate_photos.run(args)
+    if "photo-oracle" in tables:
+        from pipeline.train import evaluate_photos
+
+        evaluate_photos.oracle(args)
+    if "photo-sheet" in tables:
+        from pipeline.train import evaluate_photos
+
+        evaluate_photos.contact_sheet(args)
     if "examples" in tables:
         from pipeline.train import evaluate_local
 
