@@ -12,7 +12,6 @@ the CPU the rise of the process peak RSS, on CUDA the rise of `torch.cuda.max_me
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 

@@ -137,7 +137,9 @@ def test_held_out_photos_never_reach_a_training_batch(fake_pool, monkeypatch):
     real_sample = pe.sample
     monkeypatch.setattr(pe, "sample", lambda image, pid, *a, **k: used.append(pid) or real_sample(image, pid, *a, **k))
     groups = train_photos.edit_triples(30)
-    rows = train_photos.region_rows(20)
+    from pipeline.train.edit_region import REGION_RESOLUTION, named_kind
+
+    rows = train_photos.region_rows(20, resolution=REGION_RESOLUTION, kind_of=named_kind)
     crops = train_photos.autoencoder_images(np.random.default_rng(0), 6)
     assert sum(len(g["text"]) for g in groups.values()) == 30 and len(rows) == 20 and len(crops) == 6
     train_ids = {p.id for p in fake_pool if p.split == "train"}

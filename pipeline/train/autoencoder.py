@@ -15,6 +15,7 @@ import torch
 from pipeline import mini_architecture as arch
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, psnr, seed_everything
 from pipeline.train.data import autoencoder_batch
+from pipeline.train.photos import autoencoder_images
 
 
 def latent_stats_penalty(z: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,9 @@ def train(args: argparse.Namespace, vae=None):
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.lr, budget.progress(step))
-        x = autoencoder_batch(rng, args.batch_size, photo_share=getattr(args, "ae_photo_share", 0.0)).to(dev)
+        share = getattr(args, "ae_photo_share", 0.0)
+        x = autoencoder_batch(rng, args.batch_size,
+                              photos=autoencoder_images(rng, round(share * args.batch_size)) if share else None).to(dev)
         with torch.set_grad_enabled(not decoder_only):
             z = vae.encode(x).latents
         zn = z + 0.05 * torch.randn_like(z) * (torch.rand(z.shape[0], 1, 1, 1, device=dev) < 0.5)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.bench.metrics import PSNR_CAP
+
 
 def device() -> torch.device:
     """A GPU when present, else the CPU (2 threads: the machine is shared)."""
@@ -32,11 +34,11 @@ def to_tensor(images) -> torch.Tensor:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image for tensors in [-1, 1] (B, C, H, W), on the 8-bit scale."""
+    """`pipeline.bench.metrics.psnr` per image for tensors in [-1, 1] (B, C, H, W), for training logs."""
     a = ((a.clamp(-1, 1) + 1) * 127.5).round()
     b = ((b.clamp(-1, 1) + 1) * 127.5).round()
     mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(255.0 ** 2 / mse)
+    return (10 * torch.log10(255.0 ** 2 / mse)).clamp_max(PSNR_CAP)
 
 
 @dataclass

@@ -28,13 +28,11 @@ def random_window(rng: np.random.Generator, full_w: int, full_h: int, crop: int)
     return (x / full_w, y / full_h, (x + crop) / full_w, (y + crop) / full_h)
 
 
-def autoencoder_batch(rng: np.random.Generator, n: int, crop: int = 128, photo_share: float = 0.0) -> torch.Tensor:
+def autoencoder_batch(rng: np.random.Generator, n: int, crop: int = 128, photos: list | None = None) -> torch.Tensor:
     """Half whole frames at the edit size (sources, targets with looks/artifacts), half crops of renders
-    at 1.5x-30x that size (the high-resolution detail the upscaler's targets are encoded from); with
-    `photo_share`, that share of the batch is PhotoEdit photo windows instead (train photos only)."""
-    from pipeline.train.photos import autoencoder_images
-
-    images = autoencoder_images(rng, int(round(photo_share * n)), crop)
+    at 1.5x-30x that size (the high-resolution detail the upscaler's targets are encoded from); `photos`
+    (crop x crop images, e.g. `pipeline.train.photos.autoencoder_images`) take their share of the batch."""
+    images = list(photos or [])
     for i in range(n - len(images)):
         ex = se.sample(train_seed(rng))
         pick = ex.source if rng.random() < 0.5 else ex.target

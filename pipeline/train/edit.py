@@ -26,7 +26,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from pipeline import mini_architecture as arch
 from pipeline import synthedit as se
 from pipeline.models import ArtifactDetector
-from pipeline.train.common import EMA, Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything, to_tensor
+from pipeline.train.common import EMA, Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
 from pipeline.train.data import edit_size
 
 FAMILY_WEIGHT = {"recolour": 1.6, "remove": 1.3, "add": 1.3, "background": 1.0, "global": 0.8}

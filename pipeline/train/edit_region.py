@@ -142,13 +142,14 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     if getattr(args, "photos", 0) and photo_path.is_file():
         rows = rows + torch.load(photo_path, weights_only=False)
     elif getattr(args, "photos", 0):
-        photo_rows = region_rows(args.photos, args.seed)   # [] without a pool: nothing cached then
+        photo_rows = region_rows(args.photos, args.seed, resolution=REGION_RESOLUTION, kind_of=named_kind)  # [] without a pool
         if photo_rows:
             torch.save(photo_rows, photo_path)
         rows = rows + photo_rows
     data = tensors(rows, pipe)
     val_rows = build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1)
-    val = tensors(val_rows + region_rows(200 if getattr(args, "photos", 0) else 0, args.seed + 1, "validation"), pipe)
+    val = tensors(val_rows + region_rows(200 if getattr(args, "photos", 0) else 0, args.seed + 1, "validation",
+                                         resolution=REGION_RESOLUTION, kind_of=named_kind), pipe)
     model = arch.edit_region().to(dev).train()
     if getattr(args, "init_from", None):  # continue from an earlier run's (or a set's) weights; new parameters start fresh
         init = Path(args.init_from)

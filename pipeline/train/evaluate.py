@@ -18,23 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy import stats
 
 from pipeline import synthedit as se
+from pipeline.bench.metrics import psnr
 from pipeline.model_sets import ModelSet, load_local_set
 from pipeline.stages.edit import standard_size
 from pipeline.train.common import to_tensor
+from pipeline.train.tables import paired_ci, write_csv
 
 
-PSNR_CAP = 50.0  # identical images (e.g. "make it black and white" on an already grey scene) count as 50 dB
 EDIT_N, SWEEP_N, SR_N = 400, 40, 8  # default examples: edit + ablation tables, sampler sweep, upscaler table
-
-
-def psnr_np(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    mse = max(((a - b) ** 2).mean(), 1e-10)
-    return float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)))
 
 
 def to_image(pixels: torch.Tensor) -> Image.Image:
@@ -50,16 +43,6 @@ def encode_image(models: ModelSet, image: Image.Image) -> torch.Tensor:
 @torch.no_grad()
 def decode_image(models: ModelSet, latent: torch.Tensor) -> Image.Image:
     return to_image(models.vae.decode(latent / models.vae.config.scaling_factor).sample)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
 def test_examples(n: int, split: str = "test", offset: int = 0) -> list[se.EditExample]:
@@ -102,7 +85,7 @@ def edit_metrics(models: ModelSet, examples, images) -> list[dict]:
         unedited = ~mask
         changed = float((diff[unedited] > 25).mean()) if unedited.any() else 0.0
         ratio = float(models.detector.artifact_ratio(to_tensor([im]))[0]) if models.detector is not None else float("nan")
-        rows.append(dict(seed=ex.seed, family=ex.family, psnr=psnr_np(im, tgt), no_edit=psnr_np(src, tgt),
+        rows.append(dict(seed=ex.seed, family=ex.family, psnr=psnr(im, tgt), no_edit=psnr(src, tgt),
                          artifact_ratio=ratio, unedited_changed=changed))
     return rows
 
@@ -134,15 +117,9 @@ def autoencoder_bounds(models: ModelSet, examples, images) -> list[dict]:
     for ex, im in zip(examples, images):
         tgt = ex.target(*im.size, artifacts=False)
         rows.append(dict(family=ex.family,
-                         no_edit_via_autoencoder=psnr_np(decode_image(models, encode_image(models, ex.source(*im.size))), tgt),
-                         autoencoder_ceiling=psnr_np(decode_image(models, encode_image(models, tgt)), tgt)))
+                         no_edit_via_autoencoder=psnr(decode_image(models, encode_image(models, ex.source(*im.size))), tgt),
+                         autoencoder_ceiling=psnr(decode_image(models, encode_image(models, tgt)), tgt)))
     return rows
-
-
-def paired_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Paired t confidence interval of mean(a - b): a and b measured on the same examples."""
-    ci = stats.ttest_rel(a, b).confidence_interval(level)
-    return float(ci.low), float(ci.high)
 
 
 def gain_ci(rows: list[dict], family: str) -> tuple[float, float]:
@@ -210,19 +187,19 @@ def evaluate_sr(models: ModelSet, n: int, scales=(4, 8), lr_side: int = 128) -> 
             size = (w * scale, h * scale)
             gt = ex.target(*size, artifacts=False)
             bicubic = lr.resize(size, Image.Resampling.BICUBIC)
-            vals["bicubic"].append(psnr_np(bicubic, gt))
+            vals["bicubic"].append(psnr(bicubic, gt))
             z = encode_image(models, lr)
             dec_up = decode_image(models, z).resize(size, Image.Resampling.BICUBIC)
-            vals["bicubic_of_decoded"].append(psnr_np(dec_up, gt))
+            vals["bicubic_of_decoded"].append(psnr(dec_up, gt))
             detail = np.asarray(gt, np.float64) - np.asarray(bicubic, np.float64)
             oracle = np.clip(np.asarray(dec_up, np.float64) + detail, 0, 255)
-            vals["bicubic_of_decoded_plus_true_detail"].append(psnr_np(oracle, gt))
+            vals["bicubic_of_decoded_plus_true_detail"].append(psnr(oracle, gt))
             # the naive latent upscale: bicubic on the latent, decoded at the HR size
             latent = F.interpolate(z, size=models.upscaler.condition_size(*size), mode="bicubic", align_corners=False)
-            vals["latent_bicubic"].append(psnr_np(to_image(models.upscaler.decode(latent)).crop((0, 0, *size)), gt))
-            vals["sr_reference"].append(psnr_np(sr_image(models, lr, size, "reference"), gt))
-            vals["sr_projector"].append(psnr_np(sr_image(models, lr, size, "learned"), gt))
-            vals["vae_ceiling"].append(psnr_np(decode_image(models, encode_image(models, gt)), gt))
+            vals["latent_bicubic"].append(psnr(to_image(models.upscaler.decode(latent)).crop((0, 0, *size)), gt))
+            vals["sr_reference"].append(psnr(sr_image(models, lr, size, "reference"), gt))
+            vals["sr_projector"].append(psnr(sr_image(models, lr, size, "learned"), gt))
+            vals["vae_ceiling"].append(psnr(decode_image(models, encode_image(models, gt)), gt))
         rows.append({"scale": f"x{scale}", "n": n, **{k: float(np.mean(v)) for k, v in vals.items()}})
     return rows
 
@@ -240,7 +217,7 @@ def evaluate_end_to_end(models_path: str, examples, size: tuple[int, int], metho
             row = {"seed": ex.seed, "family": ex.family, "method": method, "size": f"{size[0]}x{size[1]}",
                    "seconds": time.time() - t0, "failed": r.report.failed}
             if r.image is not None:
-                row["psnr"] = psnr_np(r.image, gt)
+                row["psnr"] = psnr(r.image, gt)
             else:
                 row["psnr"] = float("nan")
                 row["reason"] = (r.report.failure_reason or "")[:120]

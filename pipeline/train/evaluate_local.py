@@ -21,20 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import synthedit as se
-from pipeline.train.evaluate import PSNR_CAP, paired_ci, write_csv
+from pipeline.bench.metrics import psnr
+from pipeline.train.tables import paired_ci, write_csv
 
 METHODS = ("mobilepicasso", "mobilepicasso-paper", "ip2p-bicubic", "ip2p-composite")
 ABLATION = {"mask only": "edit", "+ transfer": "transfer"}  # "+ generative" is mobilepicasso itself
 PRESENT_DISTANCE, PRESENT_SHARE = 80.0, 0.5
-
-
-def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    if where is not None:
-        if not where.any():
-            return float("nan")
-        d = d[where]
-    return float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / max(d.mean(), 1e-10))))
 
 
 def shape_present(out: np.ndarray, ex: se.EditExample, mask: np.ndarray) -> bool:
@@ -60,8 +52,8 @@ def example_rows(seed: int, long_side: int, models: str, methods: tuple[str, ...
         outputs.append((name, np.asarray(r.image), r.report.total_seconds, r.report.region))
     rows = []
     for name, out, seconds, region in outputs:
-        row = {"seed": seed, "family": ex.family, "size": f"{w}x{h}", "method": name, "psnr": _psnr(out, tgt),
-               "psnr_unedited": _psnr(out, tgt, ~mask), "psnr_edited": _psnr(out, tgt, mask), "seconds": seconds,
+        row = {"seed": seed, "family": ex.family, "size": f"{w}x{h}", "method": name, "psnr": psnr(out, tgt),
+               "psnr_unedited": psnr(out, tgt, ~mask), "psnr_edited": psnr(out, tgt, mask), "seconds": seconds,
                "generative_share": (region or {}).get("generative", "")}
         if ex.family == "add":
             row["shape_present"] = int(shape_present(out, ex, mask))
@@ -170,7 +162,7 @@ def tune(args: argparse.Namespace, n: int = 60, long_side: int = 512) -> list[di
         method = "ip2p-composite" if key == "composite_threshold" else "mobilepicasso"
         for value in values:
             models.info = dataclasses.replace(base, **{key: value})
-            scores = [_psnr(np.asarray(edit(src, ex.instruction, method=method, size=src.size, models=path, seed=0,
+            scores = [psnr(np.asarray(edit(src, ex.instruction, method=method, size=src.size, models=path, seed=0,
                                             memo=memo).image), tgt) for (ex, src, tgt), memo in zip(sources, memos)]
             rows.append({"setting": key, "value": value, "method": method, "n": n, "psnr": float(np.mean(scores))})
             print(rows[-1], flush=True)
@@ -211,7 +203,7 @@ def example_grid(out: Path, models: str, long_side: int = 3840, crop: int = 320)
             images[method] = edit(src, ex.instruction, method=method, size=(w, h), models=models).image
         row = {"family": family, "seed": ex.seed, "instruction": ex.instruction, "size": f"{w}x{h}"}
         for name, im in images.items():
-            row[f"psnr_{name}"] = _psnr(np.asarray(im), tgt)
+            row[f"psnr_{name}"] = psnr(np.asarray(im), tgt)
         rows.append(row)
         tiles.append((ex.instruction, [im.resize((crop * w // h, crop)) for im in images.values()],
                       [im.crop(box) for im in images.values()]))

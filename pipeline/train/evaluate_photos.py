@@ -19,8 +19,8 @@ from scipy import stats
 
 from pipeline import photoedit as pe
 from pipeline import photos
-from pipeline.train.evaluate import paired_ci, write_csv
-from pipeline.train.evaluate_local import _psnr
+from pipeline.bench.metrics import psnr
+from pipeline.train.tables import paired_ci, write_csv
 
 METHODS = ("mobilepicasso", "ip2p-bicubic")
 
@@ -38,10 +38,10 @@ def photo_rows(photo: photos.Photo, long_side: int, models: str, looks: tuple[st
         instruction = pe.PHRASES[look][0]
         memo: dict = {}
         rows.append({"photo": photo.id, "look": look, "instruction": instruction, "size": f"{w}x{h}",
-                     "method": "no edit", "psnr": _psnr(np.asarray(src), tgt), "seconds": 0.0})
+                     "method": "no edit", "psnr": psnr(np.asarray(src), tgt), "seconds": 0.0})
         for method in METHODS:
             r = edit(src, instruction, method=method, size=(w, h), models=models, seed=0, memo=memo)
-            rows.append({**rows[-1], "method": method, "psnr": _psnr(np.asarray(r.image), tgt),
+            rows.append({**rows[-1], "method": method, "psnr": psnr(np.asarray(r.image), tgt),
                          "seconds": r.report.total_seconds})
     return rows
 
@@ -191,7 +191,7 @@ def oracle_rows(photo: photos.Photo, long_side: int, models: str, looks: tuple[s
                                     ("both via autoencoder", round_trip(small), round_trip(exact))):
             out = fit_affine_colour(guide, edited).apply(full, (w, h))
             rows.append({"photo": photo.id, "look": look, "size": f"{w}x{h}", "method": name, "seconds": 0.0,
-                         "psnr": _psnr(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), tgt)})
+                         "psnr": psnr(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), tgt)})
     return rows
 
 

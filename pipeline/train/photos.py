@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 
@@ -68,13 +69,13 @@ def edit_triples(n: int, seed: int = 0) -> dict:
     return groups
 
 
-def region_rows(n: int, seed: int = 0, split: str = "train") -> list:
-    """Rows of the edit-region pool: (source at the region size, mask, instruction, family, kind map, named kind)."""
-    from pipeline.train.edit_region import REGION_RESOLUTION, named_kind
-
+def region_rows(n: int, seed: int = 0, split: str = "train", *, resolution: int,
+                kind_of: Callable[[str | None], int]) -> list:
+    """Rows of the edit-region pool: (source at `resolution`, mask, instruction, family, kind map, named
+    kind); `kind_of` is the region trainer's label of the named thing (passed in: this module is data)."""
     rows = []
     for ex in _examples(n, seed + 101, split):
-        w, h = edit_size(ex.aspect, REGION_RESOLUTION, 16)
+        w, h = edit_size(ex.aspect, resolution, 16)
         image = np.asarray(ex.source(w, h))
         if ex.scene is None:
             kinds, thing = np.zeros((h, w), np.int8), None
@@ -83,7 +84,7 @@ def region_rows(n: int, seed: int = 0, split: str = "train") -> list:
             sc = ex.scene
             thing = (sc.removed.kind if sc.family == "remove" else sc.target_scene.shapes[sc.changed[0]].kind)
         rows.append((image, ex.edit_mask(w, h), ex.instruction, PHOTO_FAMILY.format(ex.family), kinds,
-                     named_kind(thing)))
+                     kind_of(thing)))
     return rows
 
 
