@@ -84,8 +84,8 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         lines += [markdown(headline_markdown(head, cost)), ""]
     lines += [
         "How to read it: *speed-up* = baseline's median time / mobilepicasso's median time at the same size "
-        "(\"derived\": the baseline refused as over its time budget, its time estimated from exact FLOPs and this "
-        "machine's measured U-Net throughput). *memory* = mobilepicasso's peak memory relative to the baseline's "
+        "(\"derived\": the baseline not run, its time derived as the cost table's `derived_from` says: ip2p-direct's "
+        "from its calibrated estimate, ip2p-patchwise's from a measured size x the patch-count ratio). *memory* = mobilepicasso's peak memory relative to the baseline's "
         "(the paper's \"a mere 9% increase\" reads +9% here). *quality +x%* and *hallucination -y%*: see Definitions.",
         "",
         "## Cost per method and size", "",
@@ -110,15 +110,7 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     show["tiles"] = show["tiles"].map(lambda v: _num(v, 0))
     show["unet_evals"] = show["unet_evals"].map(lambda v: _num(v, 0))
     lines += [markdown(show), ""]
-    cal = _read(folder / "direct_calibration.csv")
-    if cal is not None and cal["estimate_over_measured_edit"].notna().any():
-        ok = cal[cal["estimate_over_measured_edit"].notna()]
-        ratios = ok.groupby("size", sort=False)["estimate_over_measured_edit"].median()
-        lines += ["ip2p-direct's time estimate (the one that refuses it and gives its derived times) against its "
-                  "measured edit stage, estimate / measured: " + ", ".join(f"{k}: {v:.2f}" for k, v in ratios.items())
-                  + (" (below 1: the estimate runs fast, so derived times are more likely under- than overestimates)."
-                     if (ratios < 1).all() else " (above 1: the estimate runs slow, so derived times are more likely "
-                     "over- than underestimates)." if (ratios > 1).all() else "."), ""]
+    lines += direct_section(folder)
     failed = cost[cost["status"] != "ok"]
     if not failed.empty:
         lines += ["Failures (rows, not crashes):", ""]
@@ -128,8 +120,18 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         lines += [("U-Net evaluation counts equal the planner's formula (steps x CFG batch, + upscaler steps x tiles) "
                    "in every run." if bad.empty else f"U-Net counts differ from the planner's formula in: "
                    f"{', '.join(f'{r.method}@{r.size}' for r in bad.itertuples())}."), ""]
+    if "derived_from" in cost and cost["derived_from"].notna().any():
+        lines += ["Derived times: " + "; ".join(f"{r.method} at {r.size} from {r.derived_from}"
+                                                 for r in cost[cost["derived_from"].notna() & (cost["status"] != "ok")]
+                                                 .itertuples()) + ".", ""]
+    lines += identical_section(folder)
     if quality is not None and not quality.empty:
+        counts = quality.groupby("size", sort=False)["images"].agg(["min", "max"])
         lines += ["## Quality on the SynthEdit test split (ground truth at the output resolution)", "",
+                  "Every method ran on the same test images at each size (" + ", ".join(
+                      f"{k}: {r['min']}" if r["min"] == r["max"] else f"{k}: {r['min']}-{r['max']} (UNPAIRED)"
+                      for k, r in counts.iterrows()) + " images); the plot shows only paired differences against "
+                  "mobilepicasso with 95% CIs, the table the means over those common images.", "",
                   f"![quality]({rel}/quality.png)", ""]
         cols = ["size", "method", "images"] + [c for c in QUALITY_METRICS if c in quality and not c.startswith("seam")]
         q = quality[cols].copy()
@@ -158,6 +160,46 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     if notes:
         lines += ["## What ran and what did not", ""] + [f"- {n}" for n in notes] + [""]
     return lines
+
+
+def direct_section(folder: Path) -> list[str]:
+    """ip2p-direct's calibrated time estimate: the fit, the checks, the sizes it is used at."""
+    cal = _read(folder / "direct_calibration.csv")
+    if cal is None or cal.empty:
+        return []
+    meta = json.loads((folder / "direct_meta.json").read_text()) if (folder / "direct_meta.json").is_file() else {}
+    passes, rest = cal[cal["kind"] == "pass"], cal[cal["kind"] != "pass"]
+    lines = ["## ip2p-direct's time estimate, calibrated", ""]
+    if meta:
+        lines += [f"- command: `{meta.get('command')}`, run {meta.get('finished')} UTC, "
+                  f"{meta.get('threads')} CPU thread(s), {meta.get('cpus')} cores shared with other work", ""]
+    lines += [f"Seconds per U-Net call (the CFG batch) measured in one fresh process at {len(passes)} sizes "
+              f"({', '.join(map(str, passes['size']))}) and fitted as a power law of the call's FLOPs (exponent "
+              f"{_num(passes['fit_exponent'].iloc[0], 3)}); an edit's estimate is steps x the fitted call time. "
+              "Checks: direct edits measured at other sizes (edit stage), each in its own process; within 30% passes. "
+              "`single_pass_over_measured`: the same ratio for edit()'s own estimate (one pass at the standard size), "
+              "which decides the refusal.", ""]
+    show = rest[["kind", "size", "width", "height", "source", "tflops", "measured_edit_seconds", "estimated_seconds",
+                 "estimate_over_measured", "within_30pct", "single_pass_estimate_seconds",
+                 "single_pass_over_measured"]].copy()
+    for c, d in (("tflops", 2), ("measured_edit_seconds", 1), ("estimated_seconds", 1), ("estimate_over_measured", 2),
+                 ("single_pass_estimate_seconds", 1), ("single_pass_over_measured", 2)):
+        show[c] = show[c].map(lambda v, d=d: _num(v, d))
+    show["within_30pct"] = show["within_30pct"].fillna("")
+    return lines + [markdown(show), ""]
+
+
+def identical_section(folder: Path) -> list[str]:
+    same = _read(folder / "identical_outputs.csv")
+    if same is None:
+        return []
+    lines = ["## Byte-identical outputs", ""]
+    if same.empty:
+        return lines + ["No two methods produced byte-identical outputs (same pixels) on any test image.", ""]
+    lines += ["Pairs of methods whose outputs had the same pixels (SHA-256 of size and RGB values) on the same test "
+              "image; their comparisons measure no difference between them:", ""]
+    return lines + [f"- {r.size}: {r.method_a} = {r.method_b} on {r.images_identical} of {r.images_compared} images"
+                    for r in same.itertuples()] + [""]
 
 
 def tiles_section(folder: Path, rel: str) -> list[str]:
@@ -238,6 +280,8 @@ DEFINITIONS = """## Definitions
   and the standard-resolution edit itself (same seed): how much the upscaling changed or invented.
 - **BRISQUE** (`brisque` 0.2.0, libsvm model, numpy-2 shim): on a 512x512 centre crop at the output's
   native resolution (a crop keeps the pixel statistics BRISQUE judges; a full 4K frame is slow).
+- **Paired comparisons**: every method runs on the same test images at a size. *difference* = mean over
+  those images of (mobilepicasso - baseline) in the metric's unit, 95% Student-t CI (none with one image).
 - **quality +x%** = 100 x (mean PSNR of mobilepicasso / mean PSNR of the baseline - 1) over the test
   images both ran; **hallucination -y%** = 100 x (mean artifact ratio of mobilepicasso / mean artifact
   ratio of the baseline - 1) (negative = fewer artifacts). **95% CI**: percentile bootstrap, 2000
@@ -255,6 +299,7 @@ def write_readme(root: Path) -> Path:
              "Generated by `python -m pipeline bench` from the CSV files in this folder; do not edit by hand.", "",
              "Reproduce:", "", "```",
              "python -m pipeline bench --methods all --sizes 1024,2048,4k --models mini --repeats 3 --out results/bench",
+             "python -m pipeline bench --suite direct --models mini --out results/bench   # after the main suite",
              "python -m pipeline bench --suite tiles --models sd15-arch --out results/tiles",
              "python -m pipeline bench --quick --out OUT/bench && python -m pipeline bench --suite tiles --quick --out OUT/tiles",
              "    # the CI smoke version (about 2 minutes for both; writes OUT/README.md)",

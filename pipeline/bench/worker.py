@@ -137,6 +137,8 @@ def do_run(spec: dict) -> dict:
     out: dict = {"run": spec, "report": report.to_dict(), "load_seconds": load_seconds,
                  "threads": torch.get_num_threads(), "status": "failed" if report.failed else "ok",
                  "failure_reason": report.failure_reason, "weights_fingerprint": weights_fingerprint(models)}
+    if result.image is not None:
+        out["output_sha256"] = metrics.pixels_sha256(result.image)
     plan = tiled_plan(run.method, models, run.width, run.height, report.tiling)
     out["expected_unet_evaluations"] = expected_unet_evaluations(run.method, models, report, plan)
     if run.method == "ip2p-direct":
@@ -326,6 +328,27 @@ def do_unit(spec: dict) -> dict:
             rows[f"{w}x{h}"] = estimate_direct_edit(models, size, spec.get("steps") or info.steps, info.text_guidance,
                                                     info.image_guidance)
         return {"kind": kind, "estimates": rows}
+    if kind == "passes":  # ip2p-direct's U-Net call (CFG batch) timed at several sizes: its calibration
+        from pipeline.report import FLOP_FORMULAS
+        from torch.utils.flop_counter import FlopCounterMode
+
+        unet = models.edit_pipeline.unet
+        f, m = info.latent_factor, info.edit_multiple
+        b = 3 if uses_cfg(info.text_guidance, info.image_guidance) else 1
+        e = torch.zeros(b, 77, models.edit_pipeline.text_encoder.config.hidden_size)
+        with torch.device("meta"):
+            meta = type(unet).from_config(unet.config)
+        rows = []
+        for w, h in spec["sizes"]:
+            w, h = math.ceil(w / m) * m, math.ceil(h / m) * m  # as ip2p-direct rounds the output size
+            shape = (b, unet.config.in_channels, h // f, w // f)
+            seconds, peak, calls = _measure(lambda x: unet(x, 999, encoder_hidden_states=e), lambda: torch.randn(shape),
+                                            repeats)
+            with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter, torch.no_grad():
+                meta(torch.zeros(shape, device="meta"), 999, encoder_hidden_states=e.to("meta"))
+            rows.append({"width": w, "height": h, "batch": b, "seconds_per_call": seconds, "peak_bytes": peak,
+                         "flops_per_call": float(counter.get_total_flops()), "calls": calls})
+        return {"kind": kind, "steps": info.steps, "passes": rows}
     if kind == "batch":  # several units in this one process (the --quick suite: fewer process starts)
         return {"kind": kind, "items": [do_unit({**item, "models": spec["models"], "threads": spec.get("threads")})
                                         for item in spec["items"]]}
