@@ -43,3 +43,13 @@ def test_quiet_prints_nothing(tmp_path):
     assert out.stat().st_size > 0
     assert proc.stdout == ""
     assert "%|" not in proc.stderr and "it/s" not in proc.stderr  # no progress bar of ours or of a library
+
+
+def test_offline_sd15_is_one_line_on_stderr(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache: nothing to load
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "edit", "study/items/cat.jpg", "-i", "make it snowy",
+                           "--models", "sd15", "--size", "256", "--out", str(tmp_path / "x.png")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the sd15 set downloads"), proc.stderr
