@@ -196,21 +196,30 @@ def main_suite(args, out: Path, tmp: Path, started: float) -> int:
     runs = plan_runs(methods, sizes, args.models, policy, quality=not args.no_quality, time_budget=args.time_budget,
                      tile=tile, halo=args.halo, memory_budget=args.memory_budget, threads=args.threads, steps=steps)
     specs = [r.to_dict() for r in runs]
-    results = run_all("run", specs, timeout=args.timeout, workdir=tmp,
-                      label=lambda s: f"{s['method']} {s['size']} #{s['image']['index']}", progress=not args.no_progress)
-    df = tables.run_rows(results)
-    df.to_csv(out / "runs.csv", index=False, float_format="%.5g")  # first: every table below is rebuilt from it
-    trained = bool(df["trained"].dropna().all()) if "trained" in df and df["trained"].notna().any() else False
-    cost, head = write_main_tables(out, df, methods, sizes, policy.derive, trained, args.models)
     notes = policy_notes(policy, methods, sizes, args)
+
+    def save(results: list[dict], final: bool = False):
+        """runs.csv and meta.json after every run: `--replot` turns a stopped run's finished rows into tables."""
+        df = tables.run_rows(results)
+        df.to_csv(out / "runs.csv", index=False, float_format="%.5g")
+        trained = bool(df["trained"].dropna().all()) if "trained" in df and df["trained"].notna().any() else False
+        status = [] if final else [f"INCOMPLETE: stopped after {len(results)} of {len(specs)} runs"]
+        (out / "meta.json").write_text(json.dumps(_meta(args, "main", started, model_set_trained=trained, sizes=sizes,
+                                                        methods=methods, notes=status + notes), indent=2) + "\n")
+        return df, trained
+
+    results = run_all("run", specs, timeout=args.timeout, workdir=tmp,
+                      label=lambda s: f"{s['method']} {s['size']} #{s['image']['index']}", progress=not args.no_progress,
+                      on_result=save)
+    df, trained = save(results, final=True)
+    cost, head = write_main_tables(out, df, methods, sizes, policy.derive, trained, args.models)
     if "weights" in df and df["weights"].nunique() > 1:
         notes.insert(0, "WARNING: the model set's weight files changed during this run (runs.csv, column weights): "
                         "rows are not comparable; run again")
     if trained is False and "trained" in df and df["trained"].notna().any():
         notes.insert(0, "the model set is (at least partly) UNTRAINED: the quality rows measure random weights")
     (out / "meta.json").write_text(json.dumps(_meta(args, "main", started, model_set_trained=trained, sizes=sizes,
-                                                    methods=methods, notes=notes),
-                                              indent=2) + "\n")
+                                                    methods=methods, notes=notes), indent=2) + "\n")
     print()
     print(tables.markdown(tables.headline_markdown(head, cost)) if not head.empty else "(no headline rows)")
     return 0
