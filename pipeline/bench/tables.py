@@ -325,6 +325,8 @@ def headline_markdown(head: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
         def rel(key: str) -> str:
             if f"{key}_pct" not in h or not np.isfinite(h[f"{key}_pct"]):
                 return "n/a"
+            if h.get(f"{key}_images", 0) < 2:
+                return f"{h[f'{key}_pct']:+.1f}% (no CI)"
             return f"{h[f'{key}_pct']:+.1f}% [{h[f'{key}_ci_low']:+.1f}, {h[f'{key}_ci_high']:+.1f}]"
 
         mem = h["mp_memory_vs_baseline_pct"]
