@@ -6,8 +6,12 @@ the edit U-Net's call (the CFG batch) is timed at several sizes; seconds per cal
 against exact FLOPs per call as a power law (a line in log-log), since throughput falls as the
 attention grows; a direct edit's estimate is steps x the fitted seconds at its size. Direct edits
 are then run for real at other sizes, each in its own process, and the estimate's ratio to the
-measured edit stage is the check (within 30% passes). Sizes beyond the largest pass are
+measured edit call is the check (within 30% passes). Sizes beyond the largest pass are
 extrapolations of the fit, and the table says so.
+
+Time is CPU seconds of the process (one torch thread): the work itself, which on a machine
+shared with other jobs stays put while wall time stretches with the load (wall seconds are in
+the table too). On an otherwise idle core the two agree.
 
 direct_calibration.csv, one row per size, `kind`:
 - `pass`: a timed call (measured seconds, FLOPs, the fit's seconds at that FLOP count);
@@ -63,7 +67,7 @@ def run(out: Path, models: str, workdir: Path, *, quick: bool = False, steps: in
         raise RuntimeError(f"timing the U-Net passes failed: {unit.get('failure_reason')}")
     steps = steps or unit["steps"]
     passes = pd.DataFrame(unit["passes"]).assign(kind="pass", size=pass_sizes)
-    fit = fit_power_law(passes["flops_per_call"], passes["seconds_per_call"])
+    fit = fit_power_law(passes["flops_per_call"], passes["cpu_seconds_per_call"])
     passes["fitted_seconds_per_call"] = [predict(fit, f) for f in passes["flops_per_call"]]
 
     image = bench_images(1)[0]
@@ -78,13 +82,15 @@ def run(out: Path, models: str, workdir: Path, *, quick: bool = False, steps: in
         rep = r.get("report") or {}
         checks.append({"kind": "check", "size": size, "source": "this suite", "status": r.get("status", "failed"),
                        "failure_reason": r.get("failure_reason"),
-                       "measured_edit_seconds": (rep.get("stage_seconds") or {}).get("edit", math.nan),
+                       "measured_cpu_seconds": r.get("cpu_seconds", math.nan),
+                       "measured_wall_seconds": rep.get("total_seconds", math.nan),
                        "single_pass_estimate_seconds": (r.get("estimate") or {}).get("seconds", math.nan)})
     if measured_runs is not None and "method" in measured_runs:
         ok = measured_runs[(measured_runs["method"] == "ip2p-direct") & (measured_runs["status"] == "ok")]
         for size, g in ok.groupby("size", sort=False):
             checks.append({"kind": "check", "size": str(size), "source": f"runs.csv (median of {len(g)})",
-                           "status": "ok", "measured_edit_seconds": g["edit_seconds"].median(),
+                           "status": "ok", "measured_cpu_seconds": g["cpu_seconds"].median() if "cpu_seconds" in g else math.nan,
+                           "measured_wall_seconds": g["total_seconds"].median(),
                            "single_pass_estimate_seconds": g["estimated_seconds"].median()})
     rows = [*checks, *({"kind": "estimate", "size": s, "source": "extrapolated" if _beyond(s, pass_sizes) else
                         "interpolated"} for s in estimate_sizes)]
@@ -93,19 +99,18 @@ def run(out: Path, models: str, workdir: Path, *, quick: bool = False, steps: in
     calls = _calls(table["size"], models, steps, threads, timeout, workdir)
     table["width"], table["height"], table["tflops"] = calls["width"], calls["height"], calls["tflops"]
     table["estimated_seconds"] = [steps * predict(fit, t * 1e12 / steps) for t in table["tflops"]]
-    table["estimate_over_measured"] = table["estimated_seconds"] / table["measured_edit_seconds"]
-    table["single_pass_over_measured"] = table["single_pass_estimate_seconds"] / table["measured_edit_seconds"]
+    table["estimate_over_measured"] = table["estimated_seconds"] / table["measured_cpu_seconds"]
+    table["single_pass_over_measured"] = table["single_pass_estimate_seconds"] / table["measured_cpu_seconds"]
     table["within_30pct"] = np.where(table["kind"] == "check",
                                      (table["estimate_over_measured"] - 1).abs() <= TOLERANCE, None)
     table["fit_exponent"] = fit[0]
     table["steps"] = steps
-    passes = passes.rename(columns={"seconds_per_call": "measured_seconds_per_call"})
     passes["tflops"] = passes["flops_per_call"] * steps / 1e12  # a whole edit's U-Net work at that size
     passes["fit_exponent"], passes["steps"], passes["source"] = fit[0], steps, "this suite"
     cols = ["kind", "size", "width", "height", "source", "status", "failure_reason", "steps", "tflops",
-            "measured_seconds_per_call", "fitted_seconds_per_call", "measured_edit_seconds", "estimated_seconds",
-            "estimate_over_measured", "within_30pct", "single_pass_estimate_seconds", "single_pass_over_measured",
-            "passes_fitted", "fit_exponent"]
+            "cpu_seconds_per_call", "wall_seconds_per_call", "fitted_seconds_per_call", "measured_cpu_seconds",
+            "measured_wall_seconds", "estimated_seconds", "estimate_over_measured", "within_30pct",
+            "single_pass_estimate_seconds", "single_pass_over_measured", "passes_fitted", "fit_exponent"]
     out_table = pd.concat([passes, table], ignore_index=True).reindex(columns=cols)
     out.mkdir(parents=True, exist_ok=True)
     out_table.to_csv(out / "direct_calibration.csv", index=False, float_format="%.5g")
@@ -144,7 +149,7 @@ def calibrated_seconds(cal: pd.DataFrame | None, size: str) -> float:
 def summary(cal: pd.DataFrame) -> str:
     """One printable line per check."""
     checks = cal[cal["kind"] == "check"]
-    return "\n".join(f"{r.size} ({r.source}): estimate {r.estimated_seconds:.1f} s, measured "
-                     f"{r.measured_edit_seconds:.1f} s, ratio {r.estimate_over_measured:.2f}"
+    return "\n".join(f"{r.size} ({r.source}): estimate {r.estimated_seconds:.1f} CPU s, measured "
+                     f"{r.measured_cpu_seconds:.1f} CPU s ({r.measured_wall_seconds:.1f} s wall), ratio {r.estimate_over_measured:.2f}"
                      f" ({'within' if r.within_30pct else 'NOT within'} 30%); edit()'s single-pass estimate ratio "
                      f"{r.single_pass_over_measured:.2f}" for r in checks.itertuples())

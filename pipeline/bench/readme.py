@@ -99,10 +99,11 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         if total > 0:
             lines += [f"Where mobilepicasso's time goes at {big['size']} (stage medians): " + ", ".join(
                 f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in stages.items()) + ".", ""]
-    show = cost[["size", "method", "status", "runs", "seconds_median", "seconds_min", "seconds_max", "peak_mib_median",
+    show = cost[["size", "method", "status", "runs", "cpu_seconds_median", "seconds_median", "seconds_min", "seconds_max",
+                 "peak_mib_median",
                  "unet_evals", "unet_gflops", "other_gflops", "tiles", "limit_ratio", "derived_seconds", "speedup_x",
                  "mp_memory_vs_this_pct"]].copy()
-    for c in ("seconds_median", "seconds_min", "seconds_max", "derived_seconds", "speedup_x"):
+    for c in ("cpu_seconds_median", "seconds_median", "seconds_min", "seconds_max", "derived_seconds", "speedup_x"):
         show[c] = show[c].map(lambda v: _num(v, 2))
     for c in ("peak_mib_median", "unet_gflops", "other_gflops", "mp_memory_vs_this_pct"):
         show[c] = show[c].map(lambda v: _num(v, 0))
@@ -173,16 +174,18 @@ def direct_section(folder: Path) -> list[str]:
     if meta:
         lines += [f"- command: `{meta.get('command')}`, run {meta.get('finished')} UTC, "
                   f"{meta.get('threads')} CPU thread(s), {meta.get('cpus')} cores shared with other work", ""]
-    lines += [f"Seconds per U-Net call (the CFG batch) measured in one fresh process at {len(passes)} sizes "
+    lines += [f"CPU seconds per U-Net call (the CFG batch, one thread) measured in one fresh process at {len(passes)} sizes "
               f"({', '.join(map(str, passes['size']))}) and fitted as a power law of the call's FLOPs (exponent "
               f"{_num(passes['fit_exponent'].iloc[0], 3)}); an edit's estimate is steps x the fitted call time. "
-              "Checks: direct edits measured at other sizes (edit stage), each in its own process; within 30% passes. "
+              "Checks: direct edits measured at other sizes (CPU seconds of the edit call; wall seconds beside them, "
+              "stretched by other load on this shared machine), each in its own process; within 30% passes. "
               "`single_pass_over_measured`: the same ratio for edit()'s own estimate (one pass at the standard size), "
               "which decides the refusal.", ""]
-    show = rest[["kind", "size", "width", "height", "source", "tflops", "measured_edit_seconds", "estimated_seconds",
+    show = rest[["kind", "size", "width", "height", "source", "tflops", "measured_cpu_seconds", "measured_wall_seconds",
+                 "estimated_seconds",
                  "estimate_over_measured", "within_30pct", "single_pass_estimate_seconds",
                  "single_pass_over_measured"]].copy()
-    for c, d in (("tflops", 2), ("measured_edit_seconds", 1), ("estimated_seconds", 1), ("estimate_over_measured", 2),
+    for c, d in (("tflops", 2), ("measured_cpu_seconds", 1), ("measured_wall_seconds", 1), ("estimated_seconds", 1), ("estimate_over_measured", 2),
                  ("single_pass_estimate_seconds", 1), ("single_pass_over_measured", 2)):
         show[c] = show[c].map(lambda v, d=d: _num(v, d))
     show["within_30pct"] = show["within_30pct"].fillna("")

@@ -3,8 +3,10 @@
 Definitions (repeated in results/README.md):
 - time: a run's `total_seconds` (the edit call, models already loaded); a cell reports the median
   and the min/max over its runs.
-- speed-up: median time of the baseline / median time of `mobilepicasso`, same size, same run.
-  Where a baseline failed as over budget, its time is the derived estimate (marked "derived").
+- speed-up: median time of the baseline / median time of `mobilepicasso`, same size, same run; time
+  is the edit call's CPU seconds (one torch thread: the work, which other load on a shared machine
+  does not stretch) where measured, else wall seconds. Where a baseline was not run, its time is
+  the derived estimate (marked "derived"; `derived_from` says how).
 - memory: peak memory (process VmHWM, reset per run; model weights included) of `mobilepicasso`
   relative to the baseline: 100 * (mobilepicasso / baseline - 1) percent, medians.
 - every comparison is paired by test image (the same images for both methods, n of them): the
@@ -54,6 +56,7 @@ def run_rows(results: Sequence[dict]) -> pd.DataFrame:
             "status": r.get("status", "failed"), "failure_reason": r.get("failure_reason"),
             "model_set": rep.get("model_set", run.get("models")), "trained": rep.get("model_set_trained"),
             "total_seconds": rep.get("total_seconds") if r.get("status") == "ok" else math.nan,
+            "cpu_seconds": r.get("cpu_seconds", math.nan) if r.get("status") == "ok" else math.nan,
             "peak_memory_mib": rep["peak_memory_bytes"] / 2**20 if rep.get("peak_memory_bytes") and r.get("status") == "ok" else math.nan,
         }
         for stage, sec in (rep.get("stage_seconds") or {}).items():
@@ -96,6 +99,13 @@ def _patches(width: int, height: int, patch: int) -> int:
     return math.ceil(width / patch) * math.ceil(height / patch)
 
 
+def _time(row) -> float:
+    """A cell's time for the ratios: CPU seconds where measured (the work, steady under other load on a
+    shared machine), else wall seconds."""
+    cpu = row.get("cpu_seconds_median", math.nan)
+    return cpu if cpu is not None and np.isfinite(cpu) else row["seconds_median"]
+
+
 def _patchwise_derived(size: str, source: dict | None, runs: pd.DataFrame) -> dict | None:
     """ip2p-patchwise at `size`, not run: the measured cell `source` x the patch-count ratio (its work
     is exactly one standard-resolution edit per patch)."""
@@ -110,7 +120,8 @@ def _patchwise_derived(size: str, source: dict | None, runs: pd.DataFrame) -> di
     return {"size": size, "method": "ip2p-patchwise", "width": w, "height": h, "runs": 0, "ok": 0, "status": "derived",
             "failure_reason": f"not run: {source['size']}'s measured cost x {k:.3g} (patch-count ratio)",
             "derived_from": f"{source['size']} x patch-count ratio",
-            "seconds_median": math.nan, "derived_seconds": source["seconds_median"] * k,
+            "seconds_median": math.nan, "cpu_seconds_median": math.nan,
+            "derived_seconds": _time(source) * k,
             "unet_evals": source["unet_evals"] * k, "unet_gflops": math.nan,
             "derived_unet_gflops": source["unet_gflops"] * k, "other_gflops": 0.0, "tiles": source["tiles"] * k}
 
@@ -137,6 +148,7 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
                    "failure_reason": _first(cell["failure_reason"])}
             t = ok["total_seconds"]
             row.update(seconds_median=t.median(), seconds_min=t.min(), seconds_max=t.max())
+            row["cpu_seconds_median"] = ok["cpu_seconds"].median() if "cpu_seconds" in ok else math.nan
             for c in stage_cols:
                 if c in ok and ok[c].notna().any():
                     row[f"{c[:-8]}_s_median"] = ok[c].median()
@@ -168,9 +180,9 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
     speed, speed_src, mem = [], [], []
     for _, row in table.iterrows():
         ref = table[(table["size"] == row["size"]) & (table["method"] == REFERENCE)]
-        ref_t = ref["seconds_median"].iloc[0] if len(ref) else math.nan
+        ref_t = _time(ref.iloc[0]) if len(ref) else math.nan
         ref_m = ref["peak_mib_median"].iloc[0] if len(ref) else math.nan
-        t, src = row["seconds_median"], "measured"
+        t, src = _time(row), "measured"
         if not np.isfinite(t) and np.isfinite(row["derived_seconds"]):
             t, src = row["derived_seconds"], "derived"
         speed.append(t / ref_t if np.isfinite(t) and ref_t > 0 else math.nan)
