@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="edit steps (default: the set's; --quick: 2)")
     p.add_argument("--measure-under", type=float, default=90.0,
                    help="tiles suite: also run a full method where its derived time is under this many seconds")
-    p.add_argument("--quick", action="store_true", help="the 2-minute version (one image, small sizes) used by CI")
+    p.add_argument("--quick", action="store_true", help="the CI smoke version: one image, small sizes, 2 edit steps; writes every file, measures nothing")
     p.add_argument("--out", default=None, help="output folder (default results/bench or results/tiles)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--replot", action="store_true", help="redraw the plots and README from the CSVs already in --out")

@@ -304,8 +304,8 @@ def write_readme(root: Path) -> Path:
              "python -m pipeline bench --methods all --sizes 1024,2048,4k --models mini --repeats 3 --out results/bench",
              "python -m pipeline bench --suite direct --models mini --out results/bench   # after the main suite",
              "python -m pipeline bench --suite tiles --models sd15-arch --out results/tiles",
-             "python -m pipeline bench --quick --out OUT/bench && python -m pipeline bench --suite tiles --quick --out OUT/tiles",
-             "    # the CI smoke version (about 2 minutes for both; writes OUT/README.md)",
+             "python -m pipeline bench --quick --out OUT/bench && python -m pipeline bench --suite direct --quick --out OUT/bench",
+             "python -m pipeline bench --suite tiles --quick --out OUT/tiles   # the CI smoke versions (write OUT/README.md)",
              "python -m pipeline bench --replot --out results/bench   # redraw plots and this README from the CSVs", "```", ""]
     found = sorted((_meta(d).get("suite"), d.name) for d in root.iterdir() if (d / "meta.json").is_file())
     for suite, name in found:
