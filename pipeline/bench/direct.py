@@ -10,7 +10,7 @@ measured edit call is the check (within 30% passes). Sizes beyond the largest pa
 extrapolations of the fit, and the table says so.
 
 Time is CPU seconds of the process (one torch thread): the work itself, which on a machine
-shared with other jobs stays put while wall time stretches with the load (wall seconds are in
+shared with other jobs moves far less than wall time, which stretches with the load (wall seconds are in
 the table too). On an otherwise idle core the two agree.
 
 direct_calibration.csv, one row per size, `kind`:

@@ -5,7 +5,7 @@ Definitions (repeated in results/README.md):
   and the min/max over its runs.
 - speed-up: median time of the baseline / median time of `mobilepicasso`, same size, same run; time
   is the edit call's CPU seconds (one torch thread: the work, which other load on a shared machine
-  does not stretch) where measured, else wall seconds. Where a baseline was not run, its time is
+  stretches far less than wall time) where measured, else wall seconds. Where a baseline was not run, its time is
   the derived estimate (marked "derived"; `derived_from` says how).
 - memory: peak memory (process VmHWM, reset per run; model weights included) of `mobilepicasso`
   relative to the baseline: 100 * (mobilepicasso / baseline - 1) percent, medians.
@@ -100,7 +100,7 @@ def _patches(width: int, height: int, patch: int) -> int:
 
 
 def _time(row) -> float:
-    """A cell's time for the ratios: CPU seconds where measured (the work, steady under other load on a
+    """A cell's time for the ratios: CPU seconds where measured (the work, far steadier under other load on a
     shared machine), else wall seconds."""
     cpu = row.get("cpu_seconds_median", math.nan)
     return cpu if cpu is not None and np.isfinite(cpu) else row["seconds_median"]
