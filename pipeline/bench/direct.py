@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.bench.runner import run_worker
-from pipeline.bench.runs import bench_images, output_size
+from pipeline.bench.runs import bench_images, long_side, output_size
 
 PASS_SIZES = ["256", "384", "640", "1024"]
 CHECK_SIZES = ["448", "576"]  # between the passes: the checks test the fit, not an extrapolation
@@ -118,8 +118,6 @@ def run(out: Path, models: str, workdir: Path, *, quick: bool = False, steps: in
 
 
 def _beyond(size: str, pass_sizes: Sequence[str]) -> bool:
-    from pipeline.bench.runs import long_side
-
     return long_side(size) > max(map(long_side, pass_sizes))
 
 
