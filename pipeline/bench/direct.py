@@ -33,7 +33,7 @@ from pipeline.bench.runs import bench_images, long_side, output_size
 
 PASS_SIZES = ["256", "384", "640", "1024"]
 CHECK_SIZES = ["448", "576"]  # between the passes: the checks test the fit, not an extrapolation
-ESTIMATE_SIZES = ["2048", "4k"]
+ESTIMATE_SIZES = ["1024", "2048", "4k"]
 QUICK_PASS_SIZES = ["128", "192", "256"]
 QUICK_CHECK_SIZES = ["160", "224"]
 QUICK_ESTIMATE_SIZES = ["640"]
