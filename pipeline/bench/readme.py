@@ -77,7 +77,8 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     cost, quality, head = (_read(folder / f) for f in ("cost.csv", "quality.csv", "headline.csv"))
     if cost is None:
         return []
-    lines = ["## Headline: mobilepicasso against each baseline", ""] + _provenance(meta) + [""]
+    at = f" ({rel}: {', '.join(map(str, meta.get('sizes', [])))})"
+    lines = [f"## Headline{at}: mobilepicasso against each baseline", ""] + _provenance(meta) + [""]
     if head is not None and not head.empty:
         lines += ["In the paper's form (its claims: up to 55.8x faster, +9% memory, quality +18-48%, "
                   "hallucination -14-51%, the last two from a user study):", ""] + paper_form(head) + [""]
@@ -88,7 +89,7 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         "from its calibrated estimate, ip2p-patchwise's from a measured size x the patch-count ratio). *memory* = mobilepicasso's peak memory relative to the baseline's "
         "(the paper's \"a mere 9% increase\" reads +9% here). *quality +x%* and *hallucination -y%*: see Definitions.",
         "",
-        "## Cost per method and size", "",
+        f"## Cost per method and size{at}", "",
         f"![cost]({rel}/cost.png)", "", f"![stages]({rel}/stages.png)", "",
     ]
     mp = cost[(cost["method"] == "mobilepicasso") & (cost["status"] == "ok")]
@@ -111,7 +112,7 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     show["tiles"] = show["tiles"].map(lambda v: _num(v, 0))
     show["unet_evals"] = show["unet_evals"].map(lambda v: _num(v, 0))
     lines += [markdown(show), ""]
-    lines += direct_section(folder)
+    lines += direct_section(folder, at)
     failed = cost[cost["status"] != "ok"]
     if not failed.empty:
         lines += ["Failures (rows, not crashes):", ""]
@@ -125,10 +126,10 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         lines += ["Derived times: " + "; ".join(f"{r.method} at {r.size} from {r.derived_from}"
                                                  for r in cost[cost["derived_from"].notna() & (cost["status"] != "ok")]
                                                  .itertuples()) + ".", ""]
-    lines += identical_section(folder)
+    lines += identical_section(folder, at)
     if quality is not None and not quality.empty:
         counts = quality.groupby("size", sort=False)["images"].agg(["min", "max"])
-        lines += ["## Quality on the SynthEdit test split (ground truth at the output resolution)", "",
+        lines += [f"## Quality on the SynthEdit test split{at}", "",
                   "Every method ran on the same test images at each size (" + ", ".join(
                       f"{k}: {r['min']}" if r["min"] == r["max"] else f"{k}: {r['min']}-{r['max']} (UNPAIRED)"
                       for k, r in counts.iterrows()) + " images); the plot shows only paired differences against "
@@ -144,7 +145,7 @@ def bench_section(folder: Path, rel: str) -> list[str]:
                       "(mean over all rows): BRISQUE's model of natural photos scores these flat synthetic scenes as "
                       "unnatural, so read it as a sharpness/texture proxy only.", ""]
         if "seam_ratio" in quality:
-            lines += ["## Seam visibility", "", f"![seams]({rel}/seams.png)", ""]
+            lines += [f"## Seam visibility{at}", "", f"![seams]({rel}/seams.png)", ""]
             s = quality[["size", "method"] + [c for c in ("seam_ratio", "seam_ratio_acpt_grid") if c in quality]].copy()
             for c in s.columns[2:]:
                 s[c] = s[c].map(lambda v: _num(v, 3))
@@ -159,18 +160,19 @@ def bench_section(folder: Path, rel: str) -> list[str]:
                       "which can fall on these lines).", ""]
     notes = meta.get("notes") or []
     if notes:
-        lines += ["## What ran and what did not", ""] + [f"- {n}" for n in notes] + [""]
+        lines += [f"## What ran and what did not{at}", ""] + [f"- {n}" for n in notes] + [""]
     return lines
 
 
-def direct_section(folder: Path) -> list[str]:
-    """ip2p-direct's calibrated time estimate: the fit, the checks, the sizes it is used at."""
+def direct_section(folder: Path, at: str = "") -> list[str]:
+    """ip2p-direct's calibrated time estimate: the fit, the checks, the sizes it is used at (shown in the
+    folder the direct suite ran in, the one with direct_meta.json)."""
     cal = _read(folder / "direct_calibration.csv")
-    if cal is None or cal.empty:
+    if cal is None or cal.empty or not (folder / "direct_meta.json").is_file():
         return []
-    meta = json.loads((folder / "direct_meta.json").read_text()) if (folder / "direct_meta.json").is_file() else {}
+    meta = json.loads((folder / "direct_meta.json").read_text())
     passes, rest = cal[cal["kind"] == "pass"], cal[cal["kind"] != "pass"]
-    lines = ["## ip2p-direct's time estimate, calibrated", ""]
+    lines = [f"## ip2p-direct's time estimate, calibrated{at}", ""]
     if meta:
         lines += [f"- command: `{meta.get('command')}`, run {meta.get('finished')} UTC, "
                   f"{meta.get('threads')} CPU thread(s), {meta.get('cpus')} cores shared with other work", ""]
@@ -192,11 +194,11 @@ def direct_section(folder: Path) -> list[str]:
     return lines + [markdown(show), ""]
 
 
-def identical_section(folder: Path) -> list[str]:
+def identical_section(folder: Path, at: str = "") -> list[str]:
     same = _read(folder / "identical_outputs.csv")
     if same is None:
         return []
-    lines = ["## Byte-identical outputs", ""]
+    lines = [f"## Byte-identical outputs{at}", ""]
     if same.empty:
         return lines + ["No two methods produced byte-identical outputs (same pixels) on any test image.", ""]
     lines += ["Pairs of methods whose outputs had the same pixels (SHA-256 of size and RGB values) on the same test "
