@@ -251,8 +251,9 @@ def tiles_section(folder: Path, rel: str) -> list[str]:
         lines += [markdown(dd), ""]
         direct = derived[derived["method"] == "ip2p-direct"]
         if not direct.empty and "mobilepicasso_speedup_x" in direct:
-            lines += ["ip2p-direct (one edit at the output size; edit stage only, from exact FLOPs / the measured U-Net "
-                      "throughput at the standard size) against mobilepicasso's derived total: " + "; ".join(
+            lines += ["ip2p-direct (one edit at the output size; edit stage only, from exact FLOPs / the U-Net "
+                      "throughput of one pass at the standard size: edit()'s uncalibrated estimate, see the calibrated "
+                      "one above) against mobilepicasso-paper's derived total: " + "; ".join(
                           f"{r.size}: {times(r.mobilepicasso_speedup_x)}" for r in direct.itertuples()
                           if pd.notna(r.mobilepicasso_speedup_x)) + ".", ""]
     notes = meta.get("notes") or []
