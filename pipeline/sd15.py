@@ -254,13 +254,19 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 def _load_hub() -> ModelSet:
     from diffusers import StableDiffusionUpscalePipeline
 
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # offline, "Couldn't connect to the Hub" would precede our one sentence
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            EDIT_REPO, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False,
+            EDIT_REPO, dtype=torch.float32, safety_checker=None, requires_safety_checker=False,
         )
-        x4 = StableDiffusionUpscalePipeline.from_pretrained(UPSCALER_REPO, torch_dtype=torch.float32)
+        x4 = StableDiffusionUpscalePipeline.from_pretrained(UPSCALER_REPO, dtype=torch.float32)
     except _hub_errors():
         raise ModelSetUnavailable(UNAVAILABLE) from None
+    finally:
+        diffusers_logging.set_verbosity(level)
     untrained: list[str] = []
     projector = _projector(untrained, seed=3)
     info = _info(SD15, untrained)

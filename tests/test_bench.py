@@ -192,7 +192,7 @@ def test_cost_table_ratios_against_mobilepicasso():
     row = head.iloc[0]
     assert row.quality_pct == pytest.approx(5.0)       # 21 dB vs 20 dB
     assert row.hallucination_pct == pytest.approx(-50.0)  # artifact ratio 0.1 vs 0.2
-    assert "+5.0%" in tables.headline_markdown(head, cost).iloc[0]["quality (PSNR) +x%"]
+    assert "+5.0%" in tables.headline_markdown(head, cost).iloc[0]["quality (PSNR) +x% [95% CI]"]
 
 
 def test_patchwise_cells_not_run_scale_by_patch_count():
@@ -221,21 +221,85 @@ def test_bench_images_are_16_9_and_cycle_families():
     assert output_size("4k") == (3840, 2160) and output_size("1024") == (1024, 576)
 
 
-def test_full_policy_caps_slow_baselines_and_orders_round_robin():
+def test_full_policy_runs_every_method_on_the_same_images_round_robin():
     methods = ["mobilepicasso", "ip2p-direct", "ip2p-realesrgan", "ip2p-patchwise"]
-    policy = full_policy(["1024", "2048", "4k"], repeats=3, images=None)
-    assert policy.runs_for("mobilepicasso", "1024") == 8
-    assert policy.runs_for("mobilepicasso", "4k") == 3
-    assert policy.runs_for("ip2p-direct", "1024") == 1 and policy.runs_for("ip2p-direct", "4k") == 1
-    assert policy.runs_for("ip2p-patchwise", "2048") == 1
+    policy = full_policy(["1024", "2048", "4k"], images=3)
+    assert {policy.runs_for(m, s) for m in methods for s in ("1024", "2048")} == {3}
     assert policy.runs_for("ip2p-patchwise", "4k") == 0 and policy.derive[("ip2p-patchwise", "4k")] == "2048"
-    assert full_policy(["4k"], repeats=1, images=None).runs_for("ip2p-realesrgan", "4k") == 1  # never above --repeats
     runs = plan_runs(methods, ["1024", "4k"], "mini", policy)
     assert [r.image.index for r in runs] == sorted(r.image.index for r in runs)  # round-robin by image
-    assert {r.cell for r in runs if r.image.index == 2} == {("mobilepicasso", "1024"), ("ip2p-patchwise", "1024"),
-                                                           ("mobilepicasso", "4k")}
+    for size in ("1024", "4k"):  # every method that runs at a size runs on the same images
+        images = {m: {r.image.seed for r in runs if r.cell == (m, size)} for m in methods}
+        assert len({frozenset(v) for v in images.values() if v}) == 1
     assert not any(r.cell == ("ip2p-patchwise", "4k") for r in runs)
     assert quick_policy(["768"]).runs_for("ip2p-patchwise", "768") == 1
+
+
+def test_quality_table_uses_only_the_images_every_method_ran():
+    results = [_result("mobilepicasso", "1024", i, 1.0, 100) for i in range(3)]
+    results += [_result("ip2p-bicubic", "1024", i, 1.0, 100) for i in range(3)]
+    results += [_result("ip2p-realesrgan", "1024", i, 1.0, 100) for i in (0, 2)]  # image 1 missing
+    df = tables.run_rows(results)
+    assert tables.common_images(df, "1024") == [0, 2]
+    q = tables.quality_table(df, ["mobilepicasso", "ip2p-bicubic", "ip2p-realesrgan"], ["1024"])
+    assert q["images"].tolist() == [2, 2, 2] and set(q["image_ids"]) == {"0;2"}
+
+
+def test_paired_difference_and_its_t_interval():
+    from scipy import stats
+
+    base = np.array([20.0, 22.0, 25.0, 21.0])
+    ours = base + np.array([1.0, 2.0, 0.5, 1.5])
+    d = metrics.paired_difference(ours, base)
+    assert d.n_images == 4 and d.mean == pytest.approx(1.25)
+    half = stats.t.ppf(0.975, 3) * np.std([1.0, 2.0, 0.5, 1.5], ddof=1) / 2
+    assert (d.low, d.high) == (pytest.approx(1.25 - half), pytest.approx(1.25 + half))
+    one = metrics.paired_difference([3.0, math.nan], [1.0, 1.0])
+    assert one.n_images == 1 and one.mean == 2.0 and math.isnan(one.low)
+
+
+def test_headline_rows_carry_n_difference_and_interval():
+    results = [_result(m, "1024", i, 1.0, 100) for m in ("mobilepicasso", "ip2p-bicubic") for i in range(3)]
+    df = tables.run_rows(results)
+    cost = tables.cost_table(df, ["mobilepicasso", "ip2p-bicubic"], ["1024"])
+    row = tables.headline_table(df, cost, ["mobilepicasso", "ip2p-bicubic"], ["1024"], n_boot=100).iloc[0]
+    assert row.quality_images == 3 and row.quality_diff == pytest.approx(1.0)  # 21 dB vs 20 dB on every image
+    assert row.quality_diff_ci_low == pytest.approx(1.0) and row.quality_diff_ci_high == pytest.approx(1.0)
+    text = tables.headline_markdown(pd.DataFrame([row]), cost).iloc[0]
+    assert text["n (paired images)"] == 3 and text["PSNR difference, dB [95% CI]"] == "+1.00 [+1.00, +1.00]"
+
+
+def test_identical_outputs_are_reported_per_pair():
+    results = [_result(m, "512", i, 1.0, 100, output_sha256=f"{'same' if m != 'ip2p-bicubic' else m}{i}")
+               for m in ("mobilepicasso", "tiled-naive", "ip2p-bicubic") for i in range(2)]
+    results[3]["output_sha256"] = "different"  # tiled-naive, image 1
+    same = tables.identical_outputs(tables.run_rows(results))
+    assert same.to_dict("records") == [{"size": "512", "method_a": "mobilepicasso", "method_b": "tiled-naive",
+                                        "images_compared": 2, "images_identical": 1}]
+
+
+def test_refused_direct_cells_take_the_calibrated_estimate():
+    results = [_result("mobilepicasso", "4k", 0, 2.0, 100),
+               _result("ip2p-direct", "4k", 0, 0, 0, status="failed", derived={"total_seconds": 50.0, "unet_flops": 1e12})]
+    df = tables.run_rows(results)
+    plain = tables.cost_table(df, ["mobilepicasso", "ip2p-direct"], ["4k"]).set_index("method").loc["ip2p-direct"]
+    assert plain.derived_seconds == 50.0 and plain.derived_from == "edit()'s single-pass estimate"
+    cal = tables.cost_table(df, ["mobilepicasso", "ip2p-direct"], ["4k"], direct_estimates={"4k": 400.0})
+    row = cal.set_index("method").loc["ip2p-direct"]
+    assert row.derived_seconds == 400.0 and row.derived_from == "direct_calibration.csv"
+    assert row.speedup_x == pytest.approx(200.0) and row.speedup_source == "derived"
+
+
+def test_power_law_fit_recovers_the_exponent_and_predicts():
+    from pipeline.bench import direct
+
+    flops = np.array([1e9, 4e9, 2e10, 1e11])
+    fit = direct.fit_power_law(flops, 3e-9 * flops**1.2)
+    assert fit[0] == pytest.approx(1.2)
+    assert direct.predict(fit, 1e12) == pytest.approx(3e-9 * 1e12**1.2)
+    cal = pd.DataFrame([{"kind": "pass", "size": "256", "estimated_seconds": math.nan},
+                        {"kind": "estimate", "size": "4k", "estimated_seconds": 123.0}])
+    assert direct.calibrated_seconds(cal, "4k") == 123.0 and math.isnan(direct.calibrated_seconds(cal, "2048"))
 
 
 def test_markdown_table():

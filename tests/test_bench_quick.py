@@ -12,8 +12,8 @@ import pytest
 from pipeline.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-MAIN_FILES = ["runs.csv", "cost.csv", "quality.csv", "headline.csv", "meta.json", "cost.png", "stages.png",
-              "quality.png", "seams.png"]
+MAIN_FILES = ["runs.csv", "cost.csv", "quality.csv", "headline.csv", "identical_outputs.csv", "meta.json", "cost.png",
+              "stages.png", "quality.png", "seams.png", "direct_calibration.csv", "direct_meta.json"]
 TILES_FILES = ["limit_ratio.csv", "tile_cost.csv", "tile_choice.csv", "derived_cost.csv", "meta.json",
                "tile_cost.png", "limit_ratio.png", "derived_cost.png"]
 
@@ -22,7 +22,8 @@ TILES_FILES = ["limit_ratio.csv", "tile_cost.csv", "tile_choice.csv", "derived_c
 def quick_results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MOBILEPICASSO_CACHE": os.environ.get("MOBILEPICASSO_CACHE", str(root / "cache"))}
-    for args in (["--quick", "--out", str(root / "bench")], ["--suite", "tiles", "--quick", "--out", str(root / "tiles")]):
+    for args in (["--quick", "--out", str(root / "bench")], ["--suite", "direct", "--quick", "--out", str(root / "bench")],
+                 ["--suite", "tiles", "--quick", "--out", str(root / "tiles")]):
         proc = subprocess.run([sys.executable, "-m", "pipeline", "bench", *args, "--no-progress"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -38,6 +39,21 @@ def test_quick_writes_every_file(quick_results):
     for link in ("bench/cost.png", "bench/quality.png", "bench/seams.png", "tiles/tile_cost.png", "tiles/limit_ratio.png"):
         assert f"]({link})" in readme
     assert "## Definitions" in readme and "## Headline" in readme and "## Tiling" in readme
+    assert "## ip2p-direct's time estimate, calibrated" in readme and "## Byte-identical outputs" in readme
+
+
+def test_quick_quality_is_paired_and_direct_is_calibrated(quick_results):
+    quality = pd.read_csv(quick_results / "bench" / "quality.csv", dtype={"size": str})
+    assert (quality.groupby("size")["images"].nunique() == 1).all()  # the same image count for every method
+    head = pd.read_csv(quick_results / "bench" / "headline.csv")
+    assert {"quality_images", "quality_diff", "quality_diff_ci_low", "quality_diff_ci_high"} <= set(head.columns)
+    cal = pd.read_csv(quick_results / "bench" / "direct_calibration.csv", dtype={"size": str})
+    assert (cal["kind"] == "pass").sum() >= 3 and (cal["kind"] == "check").sum() >= 2
+    checks = cal[cal["kind"] == "check"]
+    assert (checks["status"] == "ok").all() and (checks["measured_cpu_seconds"] > 0).all()
+    assert (cal[cal["kind"] != "pass"]["estimated_seconds"] > 0).all()
+    # larger sizes cost more: the fit is increasing in FLOPs
+    assert cal["fit_exponent"].iloc[0] > 0
 
 
 def test_quick_rows_cover_every_method_and_check_the_counts(quick_results):

@@ -21,6 +21,16 @@ def as_array(image) -> np.ndarray:
     return np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
 
 
+def pixels_sha256(image: Image.Image) -> str:
+    """Identity of an output's pixels (size and RGB values, not the file encoding): two methods with
+    the same digest on the same input produced byte-identical images. Same definition as `study prepare`."""
+    import hashlib
+    import struct
+
+    rgb = image.convert("RGB")
+    return hashlib.sha256(struct.pack(">II", *rgb.size) + rgb.tobytes()).hexdigest()
+
+
 def psnr(a, b, mask: np.ndarray | None = None) -> float:
     """PSNR in dB (peak 255, capped at `PSNR_CAP`); with a boolean (H, W) `mask`, over the masked pixels
     only (NaN if none). The one PSNR of the project: benchmark, evaluation tables and tests."""
@@ -223,3 +233,30 @@ def relative_difference(ours: Sequence[float], base: Sequence[float], *, n_boot:
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (math.nan, math.nan)
     return RelativeDifference(est, float(low), float(high), n, n_boot, confidence)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """mean(ours - base) over the test images both ran, with a 95% Student-t interval (NaN below 2 pairs)."""
+
+    mean: float
+    low: float
+    high: float
+    n_images: int
+
+
+def paired_difference(ours: Sequence[float], base: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """The paired difference in the metric's own unit (dB for PSNR): positive = ours higher."""
+    from scipy import stats
+
+    a, b = np.asarray(ours, float), np.asarray(base, float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    n = len(d)
+    if n == 0:
+        return PairedDifference(math.nan, math.nan, math.nan, 0)
+    mean = float(d.mean())
+    if n < 2:
+        return PairedDifference(mean, math.nan, math.nan, n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return PairedDifference(mean, mean - half, mean + half, n)

@@ -101,26 +101,34 @@ def cost_figures(cost: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str
     return paths
 
 
-def quality_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str], labels: dict, out: Path,
+def quality_figure(head: pd.DataFrame, sizes: Sequence[str], baselines: Sequence[str], labels: dict, out: Path,
                    title: str) -> list[Path]:
+    """Paired differences only: mobilepicasso minus each baseline on the same test images, mean and
+    95% CI (headline.csv's `*_diff` columns); above zero = mobilepicasso's value is higher."""
     plt = _plt()
+    keys = {"psnr": "quality", "artifact_ratio": "hallucination"}
     cols = [c for c in ("psnr", "ssim", "psnr_unedited", "edit_mae", "artifact_ratio", "artifact_prob",
-                        "lr_consistency", "brisque") if c in quality]
-    if quality.empty or not cols:
+                        "lr_consistency", "brisque") if f"{keys.get(c, c)}_diff" in head]
+    if head.empty or not cols:
         return []
+    table = head.rename(columns={"baseline": "method"})
     n = len(cols)
     fig, axes = plt.subplots(2, math.ceil(n / 2), figsize=(4.2 * math.ceil(n / 2), 8), squeeze=False)
     for ax, c in zip(axes.flat, cols):
-        q = quality.assign(lo=quality[c] - quality.get(f"{c}_sd", 0).fillna(0),
-                           hi=quality[c] + quality.get(f"{c}_sd", 0).fillna(0))
-        _grouped(ax, q, sizes, methods, c, "lo", "hi")
+        k = keys.get(c, c)
+        q = table.assign(lo=table[f"{k}_diff_ci_low"].fillna(table[f"{k}_diff"]),
+                         hi=table[f"{k}_diff_ci_high"].fillna(table[f"{k}_diff"]))
+        _grouped(ax, q, sizes, baselines, f"{k}_diff", "lo", "hi")
+        ax.axhline(0.0, color="k", lw=0.8)
         name, higher = labels[c]
-        ax.set_title(f"{name} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+        ax.set_title(f"{name}: mobilepicasso - baseline\n(> 0 = mobilepicasso {'better' if higher else 'worse'})",
+                     fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     _legend(fig, axes[0][0])
-    return [_save(fig, out / "quality.png", title + " (mean ± sd over test images)", legend_space=0.05)]
+    return [_save(fig, out / "quality.png", title + " (paired by test image: mean difference, 95% CI)",
+                  legend_space=0.05)]
 
 
 def seam_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequence[str], out: Path, title: str) -> list[Path]:
@@ -138,7 +146,8 @@ def seam_figure(quality: pd.DataFrame, sizes: Sequence[str], methods: Sequence[s
         _grouped(ax, q.assign(lo=q[c] - q.get(f"{c}_sd", 0).fillna(0), hi=q[c] + q.get(f"{c}_sd", 0).fillna(0)),
                  sizes, keep, c, "lo", "hi")
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set_title(f"seam visibility {name}\n(boundary / elsewhere mean |step|; 1 = invisible)", fontsize=9)
+        ax.set_title(f"seam visibility {name}\n(boundary / elsewhere mean |step|; 1 = invisible; "
+                     "mean ± sd over the common test images)", fontsize=9)
         ax.legend(fontsize=7)
     return [_save(fig, out / "seams.png", title)]
 

@@ -77,18 +77,19 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     cost, quality, head = (_read(folder / f) for f in ("cost.csv", "quality.csv", "headline.csv"))
     if cost is None:
         return []
-    lines = ["## Headline: mobilepicasso against each baseline", ""] + _provenance(meta) + [""]
+    at = f" ({rel}: {', '.join(map(str, meta.get('sizes', [])))})"
+    lines = [f"## Headline{at}: mobilepicasso against each baseline", ""] + _provenance(meta) + [""]
     if head is not None and not head.empty:
         lines += ["In the paper's form (its claims: up to 55.8x faster, +9% memory, quality +18-48%, "
                   "hallucination -14-51%, the last two from a user study):", ""] + paper_form(head) + [""]
         lines += [markdown(headline_markdown(head, cost)), ""]
     lines += [
         "How to read it: *speed-up* = baseline's median time / mobilepicasso's median time at the same size "
-        "(\"derived\": the baseline refused as over its time budget, its time estimated from exact FLOPs and this "
-        "machine's measured U-Net throughput). *memory* = mobilepicasso's peak memory relative to the baseline's "
+        "(\"derived\": the baseline not run, its time derived as the cost table's `derived_from` says: ip2p-direct's "
+        "from its calibrated estimate, ip2p-patchwise's from a measured size x the patch-count ratio). *memory* = mobilepicasso's peak memory relative to the baseline's "
         "(the paper's \"a mere 9% increase\" reads +9% here). *quality +x%* and *hallucination -y%*: see Definitions.",
         "",
-        "## Cost per method and size", "",
+        f"## Cost per method and size{at}", "",
         f"![cost]({rel}/cost.png)", "", f"![stages]({rel}/stages.png)", "",
     ]
     mp = cost[(cost["method"] == "mobilepicasso") & (cost["status"] == "ok")]
@@ -99,10 +100,11 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         if total > 0:
             lines += [f"Where mobilepicasso's time goes at {big['size']} (stage medians): " + ", ".join(
                 f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in stages.items()) + ".", ""]
-    show = cost[["size", "method", "status", "runs", "seconds_median", "seconds_min", "seconds_max", "peak_mib_median",
+    show = cost[["size", "method", "status", "runs", "cpu_seconds_median", "seconds_median", "seconds_min", "seconds_max",
+                 "peak_mib_median",
                  "unet_evals", "unet_gflops", "other_gflops", "tiles", "limit_ratio", "derived_seconds", "speedup_x",
                  "mp_memory_vs_this_pct"]].copy()
-    for c in ("seconds_median", "seconds_min", "seconds_max", "derived_seconds", "speedup_x"):
+    for c in ("cpu_seconds_median", "seconds_median", "seconds_min", "seconds_max", "derived_seconds", "speedup_x"):
         show[c] = show[c].map(lambda v: _num(v, 2))
     for c in ("peak_mib_median", "unet_gflops", "other_gflops", "mp_memory_vs_this_pct"):
         show[c] = show[c].map(lambda v: _num(v, 0))
@@ -110,15 +112,7 @@ def bench_section(folder: Path, rel: str) -> list[str]:
     show["tiles"] = show["tiles"].map(lambda v: _num(v, 0))
     show["unet_evals"] = show["unet_evals"].map(lambda v: _num(v, 0))
     lines += [markdown(show), ""]
-    cal = _read(folder / "direct_calibration.csv")
-    if cal is not None and cal["estimate_over_measured_edit"].notna().any():
-        ok = cal[cal["estimate_over_measured_edit"].notna()]
-        ratios = ok.groupby("size", sort=False)["estimate_over_measured_edit"].median()
-        lines += ["ip2p-direct's time estimate (the one that refuses it and gives its derived times) against its "
-                  "measured edit stage, estimate / measured: " + ", ".join(f"{k}: {v:.2f}" for k, v in ratios.items())
-                  + (" (below 1: the estimate runs fast, so derived times are more likely under- than overestimates)."
-                     if (ratios < 1).all() else " (above 1: the estimate runs slow, so derived times are more likely "
-                     "over- than underestimates)." if (ratios > 1).all() else "."), ""]
+    lines += direct_section(folder, at)
     failed = cost[cost["status"] != "ok"]
     if not failed.empty:
         lines += ["Failures (rows, not crashes):", ""]
@@ -128,8 +122,18 @@ def bench_section(folder: Path, rel: str) -> list[str]:
         lines += [("U-Net evaluation counts equal the planner's formula (steps x CFG batch, + upscaler steps x tiles) "
                    "in every run." if bad.empty else f"U-Net counts differ from the planner's formula in: "
                    f"{', '.join(f'{r.method}@{r.size}' for r in bad.itertuples())}."), ""]
+    if "derived_from" in cost and cost["derived_from"].notna().any():
+        lines += ["Derived times: " + "; ".join(f"{r.method} at {r.size} from {r.derived_from}"
+                                                 for r in cost[cost["derived_from"].notna() & (cost["status"] != "ok")]
+                                                 .itertuples()) + ".", ""]
+    lines += identical_section(folder, at)
     if quality is not None and not quality.empty:
-        lines += ["## Quality on the SynthEdit test split (ground truth at the output resolution)", "",
+        counts = quality.groupby("size", sort=False)["images"].agg(["min", "max"])
+        lines += [f"## Quality on the SynthEdit test split{at}", "",
+                  "Every method ran on the same test images at each size (" + ", ".join(
+                      f"{k}: {r['min']}" if r["min"] == r["max"] else f"{k}: {r['min']}-{r['max']} (UNPAIRED)"
+                      for k, r in counts.iterrows()) + " images); the plot shows only paired differences against "
+                  "mobilepicasso with 95% CIs, the table the means over those common images.", "",
                   f"![quality]({rel}/quality.png)", ""]
         cols = ["size", "method", "images"] + [c for c in QUALITY_METRICS if c in quality and not c.startswith("seam")]
         q = quality[cols].copy()
@@ -141,7 +145,7 @@ def bench_section(folder: Path, rel: str) -> list[str]:
                       "(mean over all rows): BRISQUE's model of natural photos scores these flat synthetic scenes as "
                       "unnatural, so read it as a sharpness/texture proxy only.", ""]
         if "seam_ratio" in quality:
-            lines += ["## Seam visibility", "", f"![seams]({rel}/seams.png)", ""]
+            lines += [f"## Seam visibility{at}", "", f"![seams]({rel}/seams.png)", ""]
             s = quality[["size", "method"] + [c for c in ("seam_ratio", "seam_ratio_acpt_grid") if c in quality]].copy()
             for c in s.columns[2:]:
                 s[c] = s[c].map(lambda v: _num(v, 3))
@@ -156,8 +160,51 @@ def bench_section(folder: Path, rel: str) -> list[str]:
                       "which can fall on these lines).", ""]
     notes = meta.get("notes") or []
     if notes:
-        lines += ["## What ran and what did not", ""] + [f"- {n}" for n in notes] + [""]
+        lines += [f"## What ran and what did not{at}", ""] + [f"- {n}" for n in notes] + [""]
     return lines
+
+
+def direct_section(folder: Path, at: str = "") -> list[str]:
+    """ip2p-direct's calibrated time estimate: the fit, the checks, the sizes it is used at (shown in the
+    folder the direct suite ran in, the one with direct_meta.json)."""
+    cal = _read(folder / "direct_calibration.csv")
+    if cal is None or cal.empty or not (folder / "direct_meta.json").is_file():
+        return []
+    meta = json.loads((folder / "direct_meta.json").read_text())
+    passes, rest = cal[cal["kind"] == "pass"], cal[cal["kind"] != "pass"]
+    lines = [f"## ip2p-direct's time estimate, calibrated{at}", ""]
+    if meta:
+        lines += [f"- command: `{meta.get('command')}`, run {meta.get('finished')} UTC, "
+                  f"{meta.get('threads')} CPU thread(s), {meta.get('cpus')} cores shared with other work", ""]
+    lines += [f"CPU seconds per U-Net call (the CFG batch, one thread) measured in one fresh process at {len(passes)} sizes "
+              f"({', '.join(map(str, passes['size']))}) and fitted as a power law of the call's FLOPs (exponent "
+              f"{_num(passes['fit_exponent'].iloc[0], 3)}); an edit's estimate is steps x the fitted call time. "
+              "Checks: direct edits measured at other sizes (CPU seconds of the edit call; wall seconds beside them, "
+              "stretched by other load on this shared machine), each in its own process; within 30% passes. "
+              "`single_pass_over_measured`: the same ratio for edit()'s own estimate (one pass at the standard size), "
+              "which decides the refusal.", ""]
+    show = rest[["kind", "size", "width", "height", "source", "tflops", "measured_cpu_seconds", "measured_wall_seconds",
+                 "estimated_seconds",
+                 "estimate_over_measured", "within_30pct", "single_pass_estimate_seconds",
+                 "single_pass_over_measured"]].copy()
+    for c, d in (("tflops", 2), ("measured_cpu_seconds", 1), ("measured_wall_seconds", 1), ("estimated_seconds", 1), ("estimate_over_measured", 2),
+                 ("single_pass_estimate_seconds", 1), ("single_pass_over_measured", 2)):
+        show[c] = show[c].map(lambda v, d=d: _num(v, d))
+    show["within_30pct"] = show["within_30pct"].fillna("")
+    return lines + [markdown(show), ""]
+
+
+def identical_section(folder: Path, at: str = "") -> list[str]:
+    same = _read(folder / "identical_outputs.csv")
+    if same is None:
+        return []
+    lines = [f"## Byte-identical outputs{at}", ""]
+    if same.empty:
+        return lines + ["No two methods produced byte-identical outputs (same pixels) on any test image.", ""]
+    lines += ["Pairs of methods whose outputs had the same pixels (SHA-256 of size and RGB values) on the same test "
+              "image; their comparisons measure no difference between them:", ""]
+    return lines + [f"- {r.size}: {r.method_a} = {r.method_b} on {r.images_identical} of {r.images_compared} images"
+                    for r in same.itertuples()] + [""]
 
 
 def tiles_section(folder: Path, rel: str) -> list[str]:
@@ -204,8 +251,9 @@ def tiles_section(folder: Path, rel: str) -> list[str]:
         lines += [markdown(dd), ""]
         direct = derived[derived["method"] == "ip2p-direct"]
         if not direct.empty and "mobilepicasso_speedup_x" in direct:
-            lines += ["ip2p-direct (one edit at the output size; edit stage only, from exact FLOPs / the measured U-Net "
-                      "throughput at the standard size) against mobilepicasso's derived total: " + "; ".join(
+            lines += ["ip2p-direct (one edit at the output size; edit stage only, from exact FLOPs / the U-Net "
+                      "throughput of one pass at the standard size: edit()'s uncalibrated estimate, see the calibrated "
+                      "one above) against mobilepicasso-paper's derived total: " + "; ".join(
                           f"{r.size}: {times(r.mobilepicasso_speedup_x)}" for r in direct.itertuples()
                           if pd.notna(r.mobilepicasso_speedup_x)) + ".", ""]
     notes = meta.get("notes") or []
@@ -238,6 +286,8 @@ DEFINITIONS = """## Definitions
   and the standard-resolution edit itself (same seed): how much the upscaling changed or invented.
 - **BRISQUE** (`brisque` 0.2.0, libsvm model, numpy-2 shim): on a 512x512 centre crop at the output's
   native resolution (a crop keeps the pixel statistics BRISQUE judges; a full 4K frame is slow).
+- **Paired comparisons**: every method runs on the same test images at a size. *difference* = mean over
+  those images of (mobilepicasso - baseline) in the metric's unit, 95% Student-t CI (none with one image).
 - **quality +x%** = 100 x (mean PSNR of mobilepicasso / mean PSNR of the baseline - 1) over the test
   images both ran; **hallucination -y%** = 100 x (mean artifact ratio of mobilepicasso / mean artifact
   ratio of the baseline - 1) (negative = fewer artifacts). **95% CI**: percentile bootstrap, 2000
@@ -255,9 +305,10 @@ def write_readme(root: Path) -> Path:
              "Generated by `python -m pipeline bench` from the CSV files in this folder; do not edit by hand.", "",
              "Reproduce:", "", "```",
              "python -m pipeline bench --methods all --sizes 1024,2048,4k --models mini --repeats 3 --out results/bench",
+             "python -m pipeline bench --suite direct --models mini --out results/bench   # after the main suite",
              "python -m pipeline bench --suite tiles --models sd15-arch --out results/tiles",
-             "python -m pipeline bench --quick --out OUT/bench && python -m pipeline bench --suite tiles --quick --out OUT/tiles",
-             "    # the CI smoke version (about 2 minutes for both; writes OUT/README.md)",
+             "python -m pipeline bench --quick --out OUT/bench && python -m pipeline bench --suite direct --quick --out OUT/bench",
+             "python -m pipeline bench --suite tiles --quick --out OUT/tiles   # the CI smoke versions (write OUT/README.md)",
              "python -m pipeline bench --replot --out results/bench   # redraw plots and this README from the CSVs", "```", ""]
     found = sorted((_meta(d).get("suite"), d.name) for d in root.iterdir() if (d / "meta.json").is_file())
     for suite, name in found:

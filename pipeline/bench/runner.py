@@ -45,8 +45,10 @@ def run_worker(mode: str, spec: dict, timeout: float | None, workdir: Path) -> d
 
 
 def run_all(mode: str, specs: Sequence[dict], *, timeout: float | None, workdir: Path,
-            label: Callable[[dict], str], progress: bool = True, desc: str = "bench") -> list[dict]:
-    """Run every spec in order under one progress bar; each result carries its spec as "run"."""
+            label: Callable[[dict], str], progress: bool = True, desc: str = "bench",
+            on_result: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run every spec in order under one progress bar; each result carries its spec as "run".
+    `on_result` gets the results so far after each run (a killed benchmark keeps its finished rows)."""
     from tqdm import tqdm
 
     results = []
@@ -56,6 +58,8 @@ def run_all(mode: str, specs: Sequence[dict], *, timeout: float | None, workdir:
         result = run_worker(mode, spec, timeout, workdir)
         result.setdefault("run", spec)
         results.append(result)
+        if on_result is not None:
+            on_result(results)
         bar.update(1)
     bar.close()
     return results

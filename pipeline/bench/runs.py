@@ -1,9 +1,9 @@
 """What a benchmark runs: methods x output sizes x SynthEdit test images, and the budget policy.
 
 Every run is one edit of one test image at one output size by one method, in its own process.
-Cost statistics of a (method, size) cell are taken over its runs (each on a different test image:
-every method's cost is content-independent, which the tables check through the U-Net evaluation
-counts); quality statistics are paired by test image across methods.
+Every method runs on the same test images at a size: quality is compared pairwise by image, and
+a cell's cost statistics are taken over its runs (every method's cost is content-independent,
+which the tables check through the U-Net evaluation counts).
 
 Test images: the first SynthEdit test-split examples whose native aspect is 16:9 (so "4k" is
 3840x2160 for every run and costs are comparable), edit families cycling recolour, remove, add,
@@ -82,69 +82,44 @@ def bench_images(n: int) -> list[BenchImage]:
 
 @dataclass
 class Policy:
-    """Runs per (method, size) cell; `caps` limit the slow baselines; `derive` costs an ip2p-patchwise
-    cell from a measured size (x the patch-count ratio) instead of running it; `notes` say why."""
+    """Runs per (method, size) cell: the same test images for every method at a size, so every
+    quality comparison is paired; `derive` costs an ip2p-patchwise cell from a measured size (x the
+    patch-count ratio) instead of running it; `notes` say why."""
 
     images: dict[str, int]
     default_images: int
-    caps: dict[tuple[str, str], int] = field(default_factory=dict)
     derive: dict[tuple[str, str], str] = field(default_factory=dict)  # cell -> measured size it is scaled from
     notes: list[str] = field(default_factory=list)
 
     def runs_for(self, method: str, size: str) -> int:
         if (method, size) in self.derive:
             return 0
-        n = self.images.get(size, self.default_images)
-        return min(n, self.caps.get((method, size), n))
+        return self.images.get(size, self.default_images)
 
 
 def long_side(size: str) -> int:
     return max(output_size(size))
 
 
-FULL_IMAGES = {1024: 8, 2048: 5, 3840: 3}  # test images per size (long side) in the full run
-SLOW_RUNS = {  # runs of the slow baselines per size (long side), at most --repeats
-    "ip2p-realesrgan": {1024: 2, 2048: 1, 3840: 1},
-    "ip2p-patchwise": {1024: 3, 2048: 1},
-    "ip2p-direct": {1024: 1, 2048: 1, 3840: 1},
-}
 PATCHWISE_MAX_SIDE = 2048  # above this, ip2p-patchwise is derived from the largest measured size
 FULL_POLICY_NOTES = [
-    "test images per size by default: 8 at 1024, 5 at 2048, 3 at 4K for mobilepicasso, ip2p-bicubic, tiled-naive "
-    "and tiled-overlap (at least --repeats; --images overrides); every run is a different test image (cost is "
-    "content-independent, quality is paired by image).",
-    "slow baselines, fewer runs: ip2p-realesrgan makes the same two x4 passes of the real Real-ESRGAN x4plus "
-    "(16.7M parameters; 128 -> 512 -> 2048 px, then a bicubic resize) at every size, about a minute each here: "
-    "2 runs at 1024, 1 at 2048 and 4K.",
-    "ip2p-patchwise edits one standard-resolution patch per 128x128 block, each a full 20-step edit with dual "
-    "classifier-free guidance (60 U-Net evaluations): 40 patches at 1024, 144 at 2048, 510 at 4K (about 8 minutes "
-    "here). It runs 3 times at 1024 and once at 2048; at 4K its cost is derived, not run: the 2048 run's time, "
-    "U-Net evaluations and FLOPs x the patch-count ratio (510/144; the work is exactly per patch), and it has no "
-    "quality row there.",
-    "ip2p-direct runs once at 1024 (about 5 minutes here, the budget is raised to allow it) and is refused by its "
-    "time budget at 2048 and 4K (a failure row in under a second, carrying the time estimated from exact FLOPs / "
-    "this machine's measured U-Net throughput, shown as derived). direct_calibration.csv compares that estimate "
-    "with the measured runs (at 1024, and one extra run at 512).",
+    "every method runs on the same test images at each size (one run per image), so every quality comparison is "
+    "paired by image and the cost statistics of a cell are taken over the same inputs for every method.",
+    "ip2p-patchwise edits one standard-resolution patch per block, each a full edit; above 2048 px its cost is "
+    "derived, not run: the largest measured size's time, U-Net evaluations and FLOPs x the patch-count ratio (the "
+    "work is exactly per patch); it has no quality row there.",
+    "ip2p-direct is refused by its time budget where edit()'s estimate exceeds it (a failure row in about a second); "
+    "its time there is the calibrated estimate of direct_calibration.csv (python -m pipeline bench --suite direct), "
+    "shown as derived.",
 ]
 
 
-def _at(table: dict[int, int], size: str) -> int:
-    """The entry for the nearest tabulated long side at or above the size's (the largest beyond)."""
-    side = long_side(size)
-    for key in sorted(table):
-        if side <= key:
-            return table[key]
-    return table[max(table)]
-
-
-def full_policy(sizes: list[str], repeats: int, images: int | None) -> Policy:
-    """The budget for the documented full run (under 30 minutes on 2 shared CPU cores, mini set)."""
-    per_size = {s: images if images is not None else max(repeats, _at(FULL_IMAGES, s)) for s in sizes}
-    caps = {(m, s): min(repeats, _at(table, s)) for m, table in SLOW_RUNS.items() for s in sizes}
+def full_policy(sizes: list[str], images: int) -> Policy:
+    """`images` test images per size for every method; ip2p-patchwise derived above PATCHWISE_MAX_SIDE."""
     measured = [s for s in sizes if long_side(s) <= PATCHWISE_MAX_SIDE]
     derive = {("ip2p-patchwise", s): max(measured, key=long_side) for s in sizes
               if long_side(s) > PATCHWISE_MAX_SIDE and measured}
-    return Policy(images=per_size, default_images=images or repeats, caps=caps, derive=derive,
+    return Policy(images={s: images for s in sizes}, default_images=images, derive=derive,
                   notes=list(FULL_POLICY_NOTES))
 
 

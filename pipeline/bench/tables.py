@@ -3,12 +3,17 @@
 Definitions (repeated in results/README.md):
 - time: a run's `total_seconds` (the edit call, models already loaded); a cell reports the median
   and the min/max over its runs.
-- speed-up: median time of the baseline / median time of `mobilepicasso`, same size, same run.
-  Where a baseline failed as over budget, its time is the derived estimate (marked "derived").
+- speed-up: median time of the baseline / median time of `mobilepicasso`, same size, same run; time
+  is the edit call's CPU seconds (one torch thread: the work, which other load on a shared machine
+  stretches far less than wall time) where measured, else wall seconds. Where a baseline was not run, its time is
+  the derived estimate (marked "derived"; `derived_from` says how).
 - memory: peak memory (process VmHWM, reset per run; model weights included) of `mobilepicasso`
   relative to the baseline: 100 * (mobilepicasso / baseline - 1) percent, medians.
-- quality +x%: `metrics.relative_difference` (100 * (mean_mp / mean_baseline - 1), paired by test
-  image, percentile-bootstrap CI) of PSNR to the ground truth; positive = mobilepicasso better.
+- every comparison is paired by test image (the same images for both methods, n of them): the
+  difference of means in the metric's unit with a 95% Student-t CI (`metrics.paired_difference`),
+  and the relative difference with a percentile-bootstrap CI (`metrics.relative_difference`).
+- quality +x%: the relative difference (100 * (mean_mp / mean_baseline - 1)) of PSNR to the ground
+  truth; positive = mobilepicasso better.
 - hallucination -y%: the same of the detector M's artifact ratio; negative = mobilepicasso better.
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.bench.metrics import relative_difference
+from pipeline.bench.metrics import paired_difference, relative_difference
 
 REFERENCE = "mobilepicasso"
 QUALITY_METRICS = {  # column: (label, higher is better)
@@ -51,6 +56,7 @@ def run_rows(results: Sequence[dict]) -> pd.DataFrame:
             "status": r.get("status", "failed"), "failure_reason": r.get("failure_reason"),
             "model_set": rep.get("model_set", run.get("models")), "trained": rep.get("model_set_trained"),
             "total_seconds": rep.get("total_seconds") if r.get("status") == "ok" else math.nan,
+            "cpu_seconds": r.get("cpu_seconds", math.nan) if r.get("status") == "ok" else math.nan,
             "peak_memory_mib": rep["peak_memory_bytes"] / 2**20 if rep.get("peak_memory_bytes") and r.get("status") == "ok" else math.nan,
         }
         for stage, sec in (rep.get("stage_seconds") or {}).items():
@@ -77,6 +83,7 @@ def run_rows(results: Sequence[dict]) -> pd.DataFrame:
         row["estimated_seconds"] = est.get("seconds", math.nan)
         row["threads"] = r.get("threads")
         row["weights"] = r.get("weights_fingerprint")
+        row["output_sha256"] = r.get("output_sha256")
         row["worker_seconds"] = r.get("worker_seconds")
         row.update(r.get("quality") or {})
         rows.append(row)
@@ -92,6 +99,13 @@ def _patches(width: int, height: int, patch: int) -> int:
     return math.ceil(width / patch) * math.ceil(height / patch)
 
 
+def _time(row) -> float:
+    """A cell's time for the ratios: CPU seconds where measured (the work, far steadier under other load on a
+    shared machine), else wall seconds."""
+    cpu = row.get("cpu_seconds_median", math.nan)
+    return cpu if cpu is not None and np.isfinite(cpu) else row["seconds_median"]
+
+
 def _patchwise_derived(size: str, source: dict | None, runs: pd.DataFrame) -> dict | None:
     """ip2p-patchwise at `size`, not run: the measured cell `source` x the patch-count ratio (its work
     is exactly one standard-resolution edit per patch)."""
@@ -105,16 +119,21 @@ def _patchwise_derived(size: str, source: dict | None, runs: pd.DataFrame) -> di
     k = _patches(w, h, p) / _patches(int(source["width"]), int(source["height"]), p)
     return {"size": size, "method": "ip2p-patchwise", "width": w, "height": h, "runs": 0, "ok": 0, "status": "derived",
             "failure_reason": f"not run: {source['size']}'s measured cost x {k:.3g} (patch-count ratio)",
-            "seconds_median": math.nan, "derived_seconds": source["seconds_median"] * k,
+            "derived_from": f"{source['size']} x patch-count ratio",
+            "seconds_median": math.nan, "cpu_seconds_median": math.nan,
+            "derived_seconds": _time(source) * k,
             "unet_evals": source["unet_evals"] * k, "unet_gflops": math.nan,
             "derived_unet_gflops": source["unet_gflops"] * k, "other_gflops": 0.0, "tiles": source["tiles"] * k}
 
 
 def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
-               derive: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
+               derive: dict[tuple[str, str], str] | None = None,
+               direct_estimates: dict[str, float] | None = None) -> pd.DataFrame:
     """Per (size, method): time (median, min, max), stage medians, peak memory, U-Net work, tiles,
     and the ratios against mobilepicasso at the same size. `derive`: ip2p-patchwise cells costed
-    from a measured size instead of run."""
+    from a measured size instead of run. `direct_estimates`: size -> calibrated seconds of an
+    ip2p-direct edit (direct_calibration.csv), the derived time of a refused ip2p-direct cell; without
+    it the derived time is edit()'s own single-pass estimate, and `derived_from` says which."""
     stage_cols = [c for c in runs.columns if c.endswith("_seconds") and c not in ("total_seconds", "derived_seconds", "worker_seconds")]
     measured: dict[tuple[str, str], dict] = {}
     for size in sizes:
@@ -129,6 +148,7 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
                    "failure_reason": _first(cell["failure_reason"])}
             t = ok["total_seconds"]
             row.update(seconds_median=t.median(), seconds_min=t.min(), seconds_max=t.max())
+            row["cpu_seconds_median"] = ok["cpu_seconds"].median() if "cpu_seconds" in ok else math.nan
             for c in stage_cols:
                 if c in ok and ok[c].notna().any():
                     row[f"{c[:-8]}_s_median"] = ok[c].median()
@@ -142,6 +162,10 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
             row["tiles"] = _first(ok["tiles"]) if "tiles" in ok else None
             row["limit_ratio"] = _first(ok["limit_ratio"]) if "limit_ratio" in ok else None
             row["derived_seconds"] = cell["derived_seconds"].median() if cell["derived_seconds"].notna().any() else math.nan
+            row["derived_from"] = "edit()'s single-pass estimate" if np.isfinite(row["derived_seconds"]) else None
+            calibrated = (direct_estimates or {}).get(size, math.nan)
+            if method == "ip2p-direct" and ok.empty and np.isfinite(calibrated):
+                row["derived_seconds"], row["derived_from"] = calibrated, "direct_calibration.csv"
             row["derived_unet_gflops"] = _first(cell["derived_unet_gflops"])
             measured[(method, size)] = row
     for (method, size), source in (derive or {}).items():
@@ -156,9 +180,9 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
     speed, speed_src, mem = [], [], []
     for _, row in table.iterrows():
         ref = table[(table["size"] == row["size"]) & (table["method"] == REFERENCE)]
-        ref_t = ref["seconds_median"].iloc[0] if len(ref) else math.nan
+        ref_t = _time(ref.iloc[0]) if len(ref) else math.nan
         ref_m = ref["peak_mib_median"].iloc[0] if len(ref) else math.nan
-        t, src = row["seconds_median"], "measured"
+        t, src = _time(row), "measured"
         if not np.isfinite(t) and np.isfinite(row["derived_seconds"]):
             t, src = row["derived_seconds"], "derived"
         speed.append(t / ref_t if np.isfinite(t) and ref_t > 0 else math.nan)
@@ -170,15 +194,29 @@ def cost_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str],
     return table
 
 
+def common_images(runs: pd.DataFrame, size: str, methods: Sequence[str] | None = None) -> list[int]:
+    """Test images on which every method with a quality row at `size` has one: the paired set."""
+    ok = runs[(runs["size"] == size) & (runs["status"] == "ok")]
+    if "psnr" not in ok:
+        return []
+    ok = ok[ok["psnr"].notna() & (ok["method"].isin(methods) if methods is not None else True)]
+    sets = [set(g["image"]) for _, g in ok.groupby("method")]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def quality_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[str]) -> pd.DataFrame:
-    """Per (size, method): mean of each quality metric over the test images (with the image count)."""
+    """Per (size, method): mean (and sd) of each quality metric over the common test images of that
+    size (every method on the same images, `images` of them, listed in `image_ids`)."""
     rows = []
     for size in sizes:
+        common = common_images(runs, size, methods)
         for method in methods:
-            cell = runs[(runs["method"] == method) & (runs["size"] == size) & (runs["status"] == "ok")]
-            if cell.empty or "psnr" not in cell or cell["psnr"].isna().all():
+            cell = runs[(runs["method"] == method) & (runs["size"] == size) & (runs["status"] == "ok")
+                        & runs["image"].isin(common)]
+            if cell.empty or "psnr" not in cell:
                 continue
-            row = {"size": size, "method": method, "images": int(cell["psnr"].notna().sum())}
+            row = {"size": size, "method": method, "images": len(cell),
+                   "image_ids": ";".join(str(int(i)) for i in sorted(cell["image"]))}
             for col in QUALITY_METRICS:
                 if col in cell and cell[col].notna().any():
                     row[col] = cell[col].mean()
@@ -187,6 +225,26 @@ def quality_table(runs: pd.DataFrame, methods: Sequence[str], sizes: Sequence[st
                 row["brisque_ground_truth"] = cell["brisque_target"].mean()
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def identical_outputs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (size, pair of methods): on how many of their common test images the outputs were
+    byte-identical (same pixels, `output_sha256`). Only pairs identical at least once are listed."""
+    if "output_sha256" not in runs:
+        return pd.DataFrame(columns=["size", "method_a", "method_b", "images_compared", "images_identical"])
+    ok = runs[(runs["status"] == "ok") & runs["output_sha256"].notna()]
+    rows = []
+    for size, g in ok.groupby("size", sort=False):
+        by_method = {m: d.set_index("image")["output_sha256"] for m, d in g.groupby("method", sort=False)}
+        names = list(dict.fromkeys(g["method"]))
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                common = by_method[a].index.intersection(by_method[b].index)
+                same = int((by_method[a].loc[common] == by_method[b].loc[common]).sum())
+                if same:
+                    rows.append({"size": size, "method_a": a, "method_b": b, "images_compared": len(common),
+                                 "images_identical": same})
+    return pd.DataFrame(rows, columns=["size", "method_a", "method_b", "images_compared", "images_identical"])
 
 
 def paired(runs: pd.DataFrame, size: str, method: str, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -220,11 +278,15 @@ def headline_table(runs: pd.DataFrame, cost: pd.DataFrame, methods: Sequence[str
                     continue
                 ours, base = paired(runs, size, method, col)
                 d = relative_difference(ours, base, n_boot=n_boot)
+                diff = paired_difference(ours, base)
                 key = {"psnr": "quality", "artifact_ratio": "hallucination"}.get(col, col)
+                row[f"{key}_images"] = d.n_images
+                row[f"{key}_diff"] = diff.mean
+                row[f"{key}_diff_ci_low"] = diff.low
+                row[f"{key}_diff_ci_high"] = diff.high
                 row[f"{key}_pct"] = d.estimate
                 row[f"{key}_ci_low"] = d.low
                 row[f"{key}_ci_high"] = d.high
-                row[f"{key}_images"] = d.n_images
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -259,23 +321,36 @@ def times(x: float) -> str:
 
 
 def headline_markdown(head: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
-    """The human table: one row per (size, baseline)."""
+    """The human table: one row per (size, baseline); every quality cell is paired (n images)."""
     rows = []
     for _, h in head.iterrows():
         speed = "—" if not np.isfinite(h["speedup_x"]) else times(h["speedup_x"]) + (" (derived)" if h["speedup_source"] == "derived" else "")
 
-        def rel(key):
+        def diff(key: str, digits: int) -> str:
+            if f"{key}_diff" not in h or not np.isfinite(h[f"{key}_diff"]):
+                return "n/a"
+            f = f"{{:+.{digits}f}}"
+            ci = (f" [{f.format(h[f'{key}_diff_ci_low'])}, {f.format(h[f'{key}_diff_ci_high'])}]"
+                  if np.isfinite(h[f"{key}_diff_ci_low"]) else " (no CI)")
+            return f.format(h[f"{key}_diff"]) + ci
+
+        def rel(key: str) -> str:
             if f"{key}_pct" not in h or not np.isfinite(h[f"{key}_pct"]):
                 return "n/a"
-            return f"{h[f'{key}_pct']:+.1f}% [{h[f'{key}_ci_low']:+.1f}, {h[f'{key}_ci_high']:+.1f}] (n={int(h[f'{key}_images'])})"
+            if h.get(f"{key}_images", 0) < 2:
+                return f"{h[f'{key}_pct']:+.1f}% (no CI)"
+            return f"{h[f'{key}_pct']:+.1f}% [{h[f'{key}_ci_low']:+.1f}, {h[f'{key}_ci_high']:+.1f}]"
 
         mem = h["mp_memory_vs_baseline_pct"]
+        n = h.get("quality_images", 0)
         rows.append({
             "size": h["size"], "baseline": h["baseline"],
             "speed-up of mobilepicasso": speed,
             "mobilepicasso memory vs baseline": "—" if not np.isfinite(mem) else f"{mem:+.0f}%",
-            "quality (PSNR) +x%": rel("quality"),
-            "hallucination (artifact ratio) -y%": rel("hallucination"),
-            "hallucination (mean artifact p) -y%": rel("artifact_prob"),
+            "n (paired images)": int(n) if np.isfinite(n) else 0,
+            "PSNR difference, dB [95% CI]": diff("quality", 2),
+            "quality (PSNR) +x% [95% CI]": rel("quality"),
+            "artifact-ratio difference [95% CI]": diff("hallucination", 4),
+            "hallucination (artifact ratio) -y% [95% CI]": rel("hallucination"),
         })
     return pd.DataFrame(rows)

@@ -132,11 +132,16 @@ def do_run(spec: dict) -> dict:
                   halo=run.halo, memory_budget=run.memory_budget, steps=run.steps)
     if run.time_budget is not None:
         kwargs["time_budget"] = run.time_budget
+    cpu0 = time.process_time()
     result = edit(source, ex.instruction, **kwargs)  # the measured window: everything below is outside it
+    cpu_seconds = time.process_time() - cpu0  # the work, unlike wall time not inflated by other load on the machine
     report = result.report
     out: dict = {"run": spec, "report": report.to_dict(), "load_seconds": load_seconds,
                  "threads": torch.get_num_threads(), "status": "failed" if report.failed else "ok",
+                 "cpu_seconds": cpu_seconds,
                  "failure_reason": report.failure_reason, "weights_fingerprint": weights_fingerprint(models)}
+    if result.image is not None:
+        out["output_sha256"] = metrics.pixels_sha256(result.image)
     plan = tiled_plan(run.method, models, run.width, run.height, report.tiling)
     out["expected_unet_evaluations"] = expected_unet_evaluations(run.method, models, report, plan)
     if run.method == "ip2p-direct":
@@ -326,6 +331,33 @@ def do_unit(spec: dict) -> dict:
             rows[f"{w}x{h}"] = estimate_direct_edit(models, size, spec.get("steps") or info.steps, info.text_guidance,
                                                     info.image_guidance)
         return {"kind": kind, "estimates": rows}
+    if kind == "passes":  # ip2p-direct's U-Net call (CFG batch) timed at several sizes, in CPU seconds: its calibration
+        from pipeline.report import FLOP_FORMULAS
+        from torch.utils.flop_counter import FlopCounterMode
+
+        unet = models.edit_pipeline.unet
+        f, m = info.latent_factor, info.edit_multiple
+        b = 3 if uses_cfg(info.text_guidance, info.image_guidance) else 1
+        e = torch.zeros(b, 77, models.edit_pipeline.text_encoder.config.hidden_size)
+        with torch.device("meta"):
+            meta = type(unet).from_config(unet.config)
+        rows = []
+        for w, h in spec["sizes"]:
+            w, h = math.ceil(w / m) * m, math.ceil(h / m) * m  # as ip2p-direct rounds the output size
+            shape = (b, unet.config.in_channels, h // f, w // f)
+            with torch.no_grad():
+                unet(torch.randn(shape), 999, encoder_hidden_states=e)  # warm-up: a shape's first call carries setup
+                cpu, wall = math.inf, math.inf
+                for _ in range(max(1, repeats)):
+                    x = torch.randn(shape)
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    unet(x, 999, encoder_hidden_states=e)
+                    cpu, wall = min(cpu, time.process_time() - c0), min(wall, time.perf_counter() - t0)
+            with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter, torch.no_grad():
+                meta(torch.zeros(shape, device="meta"), 999, encoder_hidden_states=e.to("meta"))
+            rows.append({"width": w, "height": h, "batch": b, "cpu_seconds_per_call": cpu, "wall_seconds_per_call": wall,
+                         "flops_per_call": float(counter.get_total_flops()), "calls": 1 + max(1, repeats)})
+        return {"kind": kind, "steps": info.steps, "passes": rows}
     if kind == "batch":  # several units in this one process (the --quick suite: fewer process starts)
         return {"kind": kind, "items": [do_unit({**item, "models": spec["models"], "threads": spec.get("threads")})
                                         for item in spec["items"]]}
