@@ -1,6 +1,4 @@
 """Every trainer runs a few steps end to end and the folder reloads as a trained set (CI smoke run)."""
-import time
-
 from pipeline import mini_architecture as arch
 from pipeline.model_sets import BUNDLED, SetInfo, load_local_set, save_local_set
 from pipeline.train.__main__ import main
@@ -13,13 +11,11 @@ def test_train_all_smoke(tmp_path, monkeypatch):
     save_local_set(arch.build_untrained(BUNDLED / "mini" / "tokenizer"), SetInfo(name="smoke", description="smoke"),
                    out, weights=False)
     assert not load_local_set(out).info.trained
-    t0 = time.time()
     main(["all", "--out", str(out), "--run-dir", str(tmp_path / "runs"), "--steps", "2", "--batch-size", "2",
           "--pool", "12", "--minutes", "0", "--checkpoint-every", "1"])
     models = load_local_set(out)
     assert models.info.trained, models.info.untrained
     assert (tmp_path / "runs" / "edit-full" / "ckpt.pt").is_file()
-    assert time.time() - t0 < 120
 
 
 def test_resume_continues_from_checkpoint(tmp_path, monkeypatch):
