@@ -144,6 +144,10 @@ def test_held_out_photos_never_reach_a_training_batch(fake_pool, monkeypatch):
     assert sum(len(g["text"]) for g in groups.values()) == 30 and len(rows) == 20 and len(crops) == 6
     train_ids = {p.id for p in fake_pool if p.split == "train"}
     assert set(used) == train_ids
+    import argparse
+
+    assert train_photos.photo_count(argparse.Namespace(photos=None, pool=20)) == 6
+    assert train_photos.photo_count(argparse.Namespace(photos=0, pool=20)) == 0
     demo = pe.demo_examples(looks=pe.LOOKS)
     assert demo and {d.photo.id for d in demo} <= {p.id for p in fake_pool if p.split == "test"}
     assert all(d.path.is_file() and d.instruction in {pe.PHRASES[look][0] for look in pe.LOOKS} for d in demo)
@@ -155,6 +159,9 @@ def test_no_pool_means_no_photo_triples(tmp_path, monkeypatch):
 
     monkeypatch.setenv(photos.CACHE_ENV, str(tmp_path / "absent"))
     assert photos.load_pool() == [] and train_photos.edit_triples(10) == {} and pe.demo_examples() == []
+    import argparse
+
+    assert train_photos.photo_count(argparse.Namespace(photos=500, pool=20)) == 0
 
 
 def test_every_pool_photo_has_its_licence():

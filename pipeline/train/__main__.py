@@ -67,8 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-loss", type=float, default=0.1,
                    help="(projector) weight of the latent regression onto encode(resize(decode(z)))")
     p.add_argument("--pool", type=int, default=20000, help="(edit, edit_region) SynthEdit training triples")
-    p.add_argument("--photos", type=int, default=6000,
-                   help="(edit, edit_region) PhotoEdit triples from the train photos mixed in (0: none; none without a pool)")
+    p.add_argument("--photos", type=int, default=None,
+                   help="(edit, edit_region) PhotoEdit triples from the train photos mixed in (default 30%% of --pool; "
+                        "0: none; none without a pool)")
     p.add_argument("--e2e-methods", default=None,
                    help="(evaluate) comma list of methods to re-run end to end; the others keep their last rows")
     p.add_argument("--eval-n", type=int, default=None,

@@ -189,9 +189,9 @@ def load_frozen(out: Path, dev):
 
 
 def get_pool(args, vae, tokenizer, det) -> Pool:
-    from pipeline.photos import load_pool
+    from pipeline.train.photos import photo_count
 
-    n_photos = getattr(args, "photos", 0) if load_pool(split="train") else 0
+    n_photos = photo_count(args)
     path = Path(args.run_dir) / ("edit_pool.pt" if not n_photos else f"edit_pool_photos{n_photos}.pt")
     n = args.pool
     if path.is_file():

@@ -22,7 +22,7 @@ from pipeline import synthedit as se
 from pipeline.models import EditRegionModel
 from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
 from pipeline.train.data import edit_size
-from pipeline.train.photos import region_rows
+from pipeline.train.photos import photo_count, region_rows
 
 ABSENT_SHARE = 0.08
 TEXT_LENGTH = 32
@@ -138,17 +138,17 @@ def train(args: argparse.Namespace) -> EditRegionModel:
         rows = build_pool(se.split_seeds("train", args.pool), ABSENT_SHARE, args.seed)
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(rows, pool_path)
-    photo_path = pool_path.with_name(f"photos-{getattr(args, 'photos', 0)}.pt")
-    if getattr(args, "photos", 0) and photo_path.is_file():
+    n_photos = photo_count(args)
+    photo_path = pool_path.with_name(f"photos-{n_photos}.pt")
+    if n_photos and photo_path.is_file():
         rows = rows + torch.load(photo_path, weights_only=False)
-    elif getattr(args, "photos", 0):
-        photo_rows = region_rows(args.photos, args.seed, resolution=REGION_RESOLUTION, kind_of=named_kind)  # [] without a pool
-        if photo_rows:
-            torch.save(photo_rows, photo_path)
+    elif n_photos:
+        photo_rows = region_rows(n_photos, args.seed, resolution=REGION_RESOLUTION, kind_of=named_kind)
+        torch.save(photo_rows, photo_path)
         rows = rows + photo_rows
     data = tensors(rows, pipe)
     val_rows = build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1)
-    val = tensors(val_rows + region_rows(200 if getattr(args, "photos", 0) else 0, args.seed + 1, "validation",
+    val = tensors(val_rows + region_rows(min(200, n_photos), args.seed + 1, "validation",
                                          resolution=REGION_RESOLUTION, kind_of=named_kind), pipe)
     model = arch.edit_region().to(dev).train()
     if getattr(args, "init_from", None):  # continue from an earlier run's (or a set's) weights; new parameters start fresh

@@ -2,8 +2,8 @@
 
 Every test-split photo of the pool (never in a training batch), whole, resized to `long_side`; each
 PhotoEdit look with its first phrasing; the target is the look applied to that full-resolution
-photo. Per (photo, look): PSNR of no edit, `mobilepicasso` and `ip2p-bicubic` (one shared memo, so
-the 128-px edit runs once). The table gives, per look, the mean PSNR with its 95% CI (t) over
+photo. Per (photo, look): PSNR of no edit, `mobilepicasso`, `ip2p-bicubic` and `mobilepicasso` with
+the transfer only (`origins="transfer"`; one shared memo, so the 128-px edit runs once). The table gives, per look, the mean PSNR with its 95% CI (t) over
 photos, and the paired difference against `ip2p-bicubic` (95% CI, paired t). Rows are resumable.
 `--tables photo-sheet` draws the contact sheet (one test photo: source, each look, 1:1 crops at 4K).
 """
@@ -23,6 +23,7 @@ from pipeline.bench.metrics import psnr
 from pipeline.train.tables import paired_ci, write_csv
 
 METHODS = ("mobilepicasso", "ip2p-bicubic")
+ABLATION = {"mobilepicasso, transfer only": "transfer"}  # no generative fallback where the fit residual is high
 
 
 def photo_rows(photo: photos.Photo, long_side: int, models: str, looks: tuple[str, ...]) -> list[dict]:
@@ -39,9 +40,10 @@ def photo_rows(photo: photos.Photo, long_side: int, models: str, looks: tuple[st
         memo: dict = {}
         rows.append({"photo": photo.id, "look": look, "instruction": instruction, "size": f"{w}x{h}",
                      "method": "no edit", "psnr": psnr(np.asarray(src), tgt), "seconds": 0.0})
-        for method in METHODS:
-            r = edit(src, instruction, method=method, size=(w, h), models=models, seed=0, memo=memo)
-            rows.append({**rows[-1], "method": method, "psnr": psnr(np.asarray(r.image), tgt),
+        runs = [(m, m, "auto") for m in METHODS] + [(name, "mobilepicasso", o) for name, o in ABLATION.items()]
+        for name, method, origins in runs:
+            r = edit(src, instruction, method=method, size=(w, h), models=models, seed=0, memo=memo, origins=origins)
+            rows.append({**rows[-1], "method": name, "psnr": psnr(np.asarray(r.image), tgt),
                          "seconds": r.report.total_seconds})
     return rows
 
@@ -66,7 +68,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     by = {(r["photo"], r["look"], r["method"]): r["psnr"] for r in rows}
     table = []
     for look in [*dict.fromkeys(r["look"] for r in rows), "all"]:
-        for method in ("no edit", *METHODS):
+        for method in ("no edit", *METHODS, *ABLATION):
             sel = [r for r in rows if r["method"] == method and look in ("all", r["look"])]
             if not sel:
                 continue
@@ -147,8 +149,9 @@ def contact_sheet(args: argparse.Namespace, crop: int = 256, thumb: int = 256) -
             draw = ImageDraw.Draw(sheet)
         y = r * (max(th, crop) + 18)
         box = (w // 2 - crop // 2, h // 2 - crop // 2, w // 2 + crop // 2, h // 2 + crop // 2)
-        draw.text((4, y + 2), f"{label}: " + ("source" if look is None else f'"{pe.PHRASES[look][0]}"  '
-                  "target | mobilepicasso (whole, then 1:1 crops at "f"{w}x{h})"), fill="black")
+        caption = (f"source ({photo.copyright}, {photo.licence})" if look is None else
+                   f'{label}: "{pe.PHRASES[look][0]}"  target | mobilepicasso (whole, then 1:1 crops at {w}x{h})')
+        draw.text((4, y + 2), caption, fill="black")
         for c, im in enumerate(images):
             sheet.paste(im.resize((tw, th), Image.Resampling.LANCZOS), (c * (tw + 5), y + 16))
             sheet.paste(im.crop(box), (2 * tw + 20 + c * (crop + 5), y + 16))

@@ -37,6 +37,15 @@ def train(args: argparse.Namespace) -> list[photos.Photo]:
     return pool
 
 
+PHOTO_SHARE = 0.3  # PhotoEdit triples per SynthEdit triple when --photos is not given
+
+
+def photo_count(args: argparse.Namespace) -> int:
+    """How many PhotoEdit triples a part mixes in: --photos, else PHOTO_SHARE of --pool; 0 without a pool."""
+    n = args.photos if getattr(args, "photos", None) is not None else round(PHOTO_SHARE * args.pool)
+    return n if photos.load_pool(split="train") else 0
+
+
 def _examples(n: int, seed: int, split: str = "train"):
     """n PhotoEdit examples spread evenly over the split's photos (one decode per photo)."""
     pool = photos.load_pool(split=split)
