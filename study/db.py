@@ -257,8 +257,14 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -
             return getattr(row, key.key)
         except IntegrityError:
             return None
-    statement = insert(model.__table__).values(**values).on_conflict_do_nothing().returning(key)
-    return session.execute(statement).scalar()
+    statement = _INSERT_IGNORE.get((backend, model))
+    if statement is None:  # built once per table: statement construction dominates its cost
+        statement = _INSERT_IGNORE[(backend, model)] = (
+            insert(model.__table__).on_conflict_do_nothing().returning(key))
+    return session.execute(statement, values).scalar()
+
+
+_INSERT_IGNORE: dict[tuple[str, type], Any] = {}
 
 
 def iso(value: Optional[dt.datetime]) -> str:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pandas as pd
-from sqlalchemy import and_, func, insert, or_, select, text
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -112,6 +112,16 @@ Cell = tuple[str, str]  # (item_id, "method_a|method_b")
 # The trial columns the schedule reads: fetched as plain rows, not ORM objects (once per request).
 TRIAL_COLUMNS = (Trial.id, Trial.seq, Trial.kind, Trial.item_id, Trial.pair, Trial.left_output_id,
                  Trial.right_output_id, Trial.expected, Trial.repeat_of, Trial.served_at)
+# The statements of every vote, built once: building a statement and its cache key costs more
+# than running it (SQLAlchemy memoises the key on the statement object, not across new ones).
+_NEWEST_IDS = select(select(func.max(Trial.id)).scalar_subquery(), select(func.max(Vote.id)).scalar_subquery())
+_PARTICIPANT = select(Participant).where(Participant.public_id == bindparam("public_id"))
+_PARTICIPANT_KNOWN = select(Participant.id).where(Participant.public_id == bindparam("public_id"))
+_TRIAL = select(Trial.participant_id, Trial.kind, Trial.item_id, Trial.pair,
+                Trial.served_at).where(Trial.id == bindparam("trial_id"))
+_HISTORY = (select(*TRIAL_COLUMNS, Vote.id.label("vote_id")).outerjoin(Vote, Vote.trial_id == Trial.id)
+            .where(Trial.participant_id == bindparam("participant_id")).order_by(Trial.seq))
+_INSERT_TRIAL = insert(Trial.__table__).returning(Trial.id)
 
 
 @dataclass
@@ -275,8 +285,7 @@ class StudyService:
         ids differ from the ones this process wrote last). Called before the transaction writes."""
         if self._load is None:
             return
-        newest = session.execute(select(select(func.max(Trial.id)).scalar_subquery(),
-                                        select(func.max(Vote.id)).scalar_subquery())).one()
+        newest = session.execute(_NEWEST_IDS).one()
         if (newest[0] or 0, newest[1] or 0) != (self._load.max_trial, self._load.max_vote):
             self._load = None
 
@@ -290,8 +299,7 @@ class StudyService:
                     .outerjoin(Vote, Vote.trial_id == Trial.id)
                     .where(Trial.kind == "main", Vote.id.is_(None), Trial.served_at >= oldest)):
                 load.pending[trial_id] = ((item_id, pair), seq, served_at)
-            newest = session.execute(select(select(func.max(Trial.id)).scalar_subquery(),
-                                            select(func.max(Vote.id)).scalar_subquery())).one()
+            newest = session.execute(_NEWEST_IDS).one()
             load.max_trial, load.max_vote = newest[0] or 0, newest[1] or 0
             self._load, self._load_dirty = load, True
         return self._load
@@ -306,7 +314,7 @@ class StudyService:
         if not isinstance(public_id, str) or not PUBLIC_ID.fullmatch(public_id):
             raise StudyError("participant id must be 1-128 letters, digits, '-', '_' or '.'")
         with self.ReadSession() as session:
-            if session.scalar(select(Participant.id).where(Participant.public_id == public_id)) is not None:
+            if session.scalar(_PARTICIPANT_KNOWN, {"public_id": public_id}) is not None:
                 return public_id
         if client is not None and not self.join_limiter.allow(client):
             wait = self.join_limiter.retry_after(client)
@@ -352,8 +360,7 @@ class StudyService:
             raise StudyError(f"client_latency_ms must be an integer in 0..{MAX_CLIENT_LATENCY_MS}")
         with self._write() as session:
             participant = self._participant(session, public_id)
-            trial = session.execute(select(Trial.participant_id, Trial.kind, Trial.item_id, Trial.pair,
-                                           Trial.served_at).where(Trial.id == trial_id)).first()
+            trial = session.execute(_TRIAL, {"trial_id": trial_id}).first()
             if trial is None or trial.participant_id != participant.id:
                 raise StudyError("this trial does not belong to this participant")
             answered_at = utcnow()
@@ -377,7 +384,7 @@ class StudyService:
     def _participant(self, session: Session, public_id: str) -> Participant:
         if not isinstance(public_id, str) or not PUBLIC_ID.fullmatch(public_id):
             raise StudyError("unknown participant")
-        participant = session.scalars(select(Participant).where(Participant.public_id == public_id)).first()
+        participant = session.scalars(_PARTICIPANT, {"public_id": public_id}).first()
         if participant is None:
             raise StudyError("unknown participant")
         return participant
@@ -411,9 +418,7 @@ class StudyService:
         """The participant's screen; with ``assign=False`` None when a new trial must be assigned."""
         if participant.consent_at is None:
             return TrialView("consent", participant.public_id, n=participant.n_trials)
-        history = session.execute(
-            select(*TRIAL_COLUMNS, Vote.id.label("vote_id")).outerjoin(Vote, Vote.trial_id == Trial.id)
-            .where(Trial.participant_id == participant.id).order_by(Trial.seq)).all()
+        history = session.execute(_HISTORY, {"participant_id": participant.id}).all()
         pending = next((t for t in history if t.vote_id is None), None)
         if pending is not None:
             return self._view(participant, pending)
@@ -433,7 +438,7 @@ class StudyService:
             participant.completed_at = utcnow()
             participant.completion_code = self.issue_completion_code()
             return self._done(participant, len(trials))
-        trial.id = session.execute(insert(Trial.__table__).values(**vars(trial)).returning(Trial.id)).scalar_one()
+        trial.id = session.execute(_INSERT_TRIAL, vars(trial)).scalar_one()
         load = self._load
         if load is not None:
             self._load_dirty = True
