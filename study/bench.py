@@ -23,7 +23,20 @@ from pathlib import Path
 FIELDS = ["database", "participants", "trials", "votes_acknowledged", "votes_stored", "lost",
           "duplicates_refused", "errors", "wall_s", "votes_per_s", "p50_ms", "p95_ms", "p99_ms",
           "max_ms", "server_cpu_ms_per_vote", "client_cpu_ms_per_vote", "load_avg_1m", "cpus",
-          "python", "date", "server"]
+          "python", "date", "server", "revision"]
+
+
+def _revision() -> str:
+    """The measured code's commit (``+`` when the study code differs from it), if in a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "study"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+" if dirty else "")
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -133,7 +146,8 @@ def run_one(database: str, db_url: str, workdir: Path, participants: int, trials
             "client_cpu_ms_per_vote": round(1000 * client_cpu / n, 2),
             "load_avg_1m": round(sum(loads) / len(loads), 1),  # mean of start and end of the run
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d", time.gmtime()), "server": _server_flavour()}
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "server": _server_flavour(),
+            "revision": _revision()}
 
 
 def main(args: argparse.Namespace) -> int:
