@@ -22,7 +22,40 @@ from pathlib import Path
 
 FIELDS = ["database", "participants", "trials", "votes_acknowledged", "votes_stored", "lost",
           "duplicates_refused", "errors", "wall_s", "votes_per_s", "p50_ms", "p95_ms", "p99_ms",
-          "max_ms", "cpus", "python", "date"]
+          "max_ms", "server_cpu_ms_per_vote", "client_cpu_ms_per_vote", "load_avg_1m", "cpus",
+          "python", "date", "server", "revision"]
+
+
+def _revision() -> str:
+    """The measured code's commit (``+`` when the study code differs from it), if in a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "study"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+" if dirty else "")
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux ``/proc``; None elsewhere). CPU per vote does
+    not depend on how busy the machine is, unlike votes/s, so it compares runs on a shared host."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _server_flavour() -> str:
+    """Which uvicorn HTTP parser and event loop ``serve`` gets (its ``auto`` choice)."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"uvicorn {http}/{loop}"
 
 
 def _free_port() -> int:
@@ -81,13 +114,19 @@ def run_one(database: str, db_url: str, workdir: Path, participants: int, trials
     proc = subprocess.Popen(
         [sys.executable, "-m", "study.cli", "serve", "--db", db_url, "--stimuli", str(stimuli),
          "--port", str(port), "--trials", str(trials), "--new-participants-burst", "0"],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1])] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))},
         stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_up(port, proc)
+        server_cpu, client_cpu = _cpu_s(proc.pid), time.process_time()
+        loads = [os.getloadavg()[0]]
         report = simulate(HTTPTransport(f"http://127.0.0.1:{port}"), oracle_from_db(db_url), participants,
                           parse_truth(["mobilepicasso>ip2p-direct:0.7"]), parse_rates(None, 0.1),
                           double_submit=double_submit, seed=seed, prefix=f"bench{seed}")
+        server_cpu = _cpu_s(proc.pid) - server_cpu if server_cpu is not None else None
+        client_cpu = time.process_time() - client_cpu
+        loads.append(os.getloadavg()[0])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -95,6 +134,7 @@ def run_one(database: str, db_url: str, workdir: Path, participants: int, trials
         except subprocess.TimeoutExpired:
             proc.kill()
     stored = stored_votes(db_url, report.acked_trials)
+    n = max(1, report.acknowledged)  # the server's CPU time over the run, per acknowledged vote
     q = report.vote_latency_quantile
     return {"database": database, "participants": participants, "trials": trials,
             "votes_acknowledged": report.acknowledged, "votes_stored": stored,
@@ -102,8 +142,12 @@ def run_one(database: str, db_url: str, workdir: Path, participants: int, trials
             "errors": len(report.errors), "wall_s": round(report.wall_s, 2),
             "votes_per_s": round(report.votes_per_s, 1), "p50_ms": round(1000 * q(0.5)),
             "p95_ms": round(1000 * q(0.95)), "p99_ms": round(1000 * q(0.99)), "max_ms": round(1000 * q(1.0)),
+            "server_cpu_ms_per_vote": round(1000 * server_cpu / n, 2) if server_cpu is not None else "",
+            "client_cpu_ms_per_vote": round(1000 * client_cpu / n, 2),
+            "load_avg_1m": round(sum(loads) / len(loads), 1),  # mean of start and end of the run
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "server": _server_flavour(),
+            "revision": _revision()}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -132,12 +176,14 @@ def main(args: argparse.Namespace) -> int:
     if rows and args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        new = not out.exists()
-        with out.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        earlier = []
+        if out.exists():  # rows of earlier runs, kept (columns added since are left empty)
+            with out.open(newline="") as handle:
+                earlier = list(csv.DictReader(handle))
+        with out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(earlier + rows)
         print(f"appended {len(rows)} rows to {out}")
     return 0 if all(r["lost"] == 0 and r["errors"] == 0 for r in rows) else 1
 

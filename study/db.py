@@ -239,9 +239,12 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's own syntax; True when inserted."""
+def insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> Optional[Any]:
+    """``INSERT ... ON CONFLICT DO NOTHING`` in the dialect's own syntax; the new row's primary
+    key, or None when a row with the same unique key exists. A Core insert on the table (not the
+    ORM's bulk path): it runs once per vote, and the ORM layer costs more than the statement."""
     backend = session.get_bind().dialect.name
+    key = model.__mapper__.primary_key[0]
     if backend == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif backend == "postgresql":
@@ -249,13 +252,19 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -
     else:  # other backends: plain insert, conflicts surface as IntegrityError
         try:
             with session.begin_nested():
-                session.add(model(**values))
-            return True
+                row = model(**values)
+                session.add(row)
+            return getattr(row, key.key)
         except IntegrityError:
-            return False
-    key = model.__mapper__.primary_key[0]
-    statement = insert(model).values(**values).on_conflict_do_nothing().returning(key)
-    return session.execute(statement).first() is not None
+            return None
+    statement = _INSERT_IGNORE.get((backend, model))
+    if statement is None:  # built once per table: statement construction dominates its cost
+        statement = _INSERT_IGNORE[(backend, model)] = (
+            insert(model.__table__).on_conflict_do_nothing().returning(key))
+    return session.execute(statement, values).scalar()
+
+
+_INSERT_IGNORE: dict[tuple[str, type], Any] = {}
 
 
 def iso(value: Optional[dt.datetime]) -> str:

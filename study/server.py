@@ -120,4 +120,4 @@ def serve(service: StudyService, host: str = "127.0.0.1", port: int = 7861,
     import uvicorn
 
     uvicorn.run(build_app(service, admin_token), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=2)
+                access_log=False, timeout_graceful_shutdown=2)

@@ -15,10 +15,11 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import pandas as pd
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -107,6 +108,47 @@ class Catalog:
         return sorted({m for per in self.outputs.values() for m in per if m != BROKEN_METHOD})
 
 
+Cell = tuple[str, str]  # (item_id, "method_a|method_b")
+# The trial columns the schedule reads: fetched as plain rows, not ORM objects (once per request).
+TRIAL_COLUMNS = (Trial.id, Trial.seq, Trial.kind, Trial.item_id, Trial.pair, Trial.left_output_id,
+                 Trial.right_output_id, Trial.expected, Trial.repeat_of, Trial.served_at)
+# The statements of every vote, built once: building a statement and its cache key costs more
+# than running it (SQLAlchemy memoises the key on the statement object, not across new ones).
+_NEWEST_IDS = select(select(func.max(Trial.id)).scalar_subquery(), select(func.max(Vote.id)).scalar_subquery())
+_PARTICIPANT = select(Participant).where(Participant.public_id == bindparam("public_id"))
+_PARTICIPANT_KNOWN = select(Participant.id).where(Participant.public_id == bindparam("public_id"))
+_TRIAL = select(Trial.participant_id, Trial.kind, Trial.item_id, Trial.pair,
+                Trial.served_at).where(Trial.id == bindparam("trial_id"))
+_HISTORY = (select(*TRIAL_COLUMNS, Vote.id.label("vote_id")).outerjoin(Vote, Vote.trial_id == Trial.id)
+            .where(Trial.participant_id == bindparam("participant_id")).order_by(Trial.seq))
+_INSERT_TRIAL = insert(Trial.__table__).returning(Trial.id)
+
+
+@dataclass
+class CellLoad:
+    """This process's copy of what the schedule counts per cell: main votes, and served but
+    unanswered main trials (holds while recent). Kept up to date by this process's own writes
+    and checked at the start of every write transaction against the newest trial and vote ids
+    (trials and votes are only inserted, under the write lock): a write by another process makes
+    it stale and it is rebuilt from the database. Replaces two full-table aggregates per vote."""
+
+    votes: Counter = field(default_factory=Counter)
+    pending: dict[int, tuple[Cell, int, dt.datetime]] = field(default_factory=dict)  # id -> cell, seq, served
+    max_trial: int = 0
+    max_vote: int = 0
+
+    def holds(self, now: dt.datetime, first_s: float, later_s: float) -> Counter:
+        first, later = now - dt.timedelta(seconds=first_s), now - dt.timedelta(seconds=later_s)
+        oldest = min(first, later)
+        held: Counter = Counter()
+        for trial_id, (cell, seq, served_at) in list(self.pending.items()):
+            if served_at < oldest:  # expired for good: served_at only gets older
+                del self.pending[trial_id]
+            elif served_at >= (first if seq == 1 else later):
+                held[cell] += 1
+        return held
+
+
 class StudyService:
     def __init__(self, db_url: str | Path, stimuli_dir: str | Path, config: StudyConfig | None = None):
         self.engine = make_engine(db_url)
@@ -125,6 +167,8 @@ class StudyService:
                                         self.config.new_participants_per_minute)
         self.catalog = self.load_catalog()
         self._zoom_dir: Path | None = None
+        self._load: CellLoad | None = None  # see CellLoad; None: rebuild on next use
+        self._load_dirty = False  # changed in the open write transaction (dropped on rollback)
 
     # -- setup ---------------------------------------------------------------------------
     def _record_config(self, config: StudyConfig | None) -> StudyConfig:
@@ -223,10 +267,42 @@ class StudyService:
         """A write transaction, serialised: in process by a lock (so SQLite never busy-waits
         between this server's own threads), across processes by SQLite's write lock (BEGIN
         IMMEDIATE) or a PostgreSQL advisory lock, so trial assignment sees every hold."""
-        with self._write_lock, self.Session.begin() as session:
-            if self._pg:
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_ASSIGN_LOCK})
-            yield session
+        with self._write_lock:
+            self._load_dirty = False
+            try:
+                with self.Session.begin() as session:
+                    if self._pg:
+                        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_ASSIGN_LOCK})
+                    self._check_load(session)
+                    yield session
+            except BaseException:
+                if self._load_dirty:  # it counts writes that were rolled back
+                    self._load = None
+                raise
+
+    def _check_load(self, session: Session) -> None:
+        """Drop the cell-load copy when another process wrote trials or votes since (the newest
+        ids differ from the ones this process wrote last). Called before the transaction writes."""
+        if self._load is None:
+            return
+        newest = session.execute(_NEWEST_IDS).one()
+        if (newest[0] or 0, newest[1] or 0) != (self._load.max_trial, self._load.max_vote):
+            self._load = None
+
+    def _cell_load(self, session: Session) -> CellLoad:
+        """The cell-load copy, rebuilt from the database (in this write transaction) when missing."""
+        if self._load is None:
+            load = CellLoad(votes=Counter(self._cell_votes(session)))
+            oldest = utcnow() - dt.timedelta(seconds=max(self.config.consent_hold_s, self.config.hold_timeout_s))
+            for trial_id, item_id, pair, seq, served_at in session.execute(
+                    select(Trial.id, Trial.item_id, Trial.pair, Trial.seq, Trial.served_at)
+                    .outerjoin(Vote, Vote.trial_id == Trial.id)
+                    .where(Trial.kind == "main", Vote.id.is_(None), Trial.served_at >= oldest)):
+                load.pending[trial_id] = ((item_id, pair), seq, served_at)
+            newest = session.execute(_NEWEST_IDS).one()
+            load.max_trial, load.max_vote = newest[0] or 0, newest[1] or 0
+            self._load, self._load_dirty = load, True
+        return self._load
 
     # -- participant flow ----------------------------------------------------------------
     def join(self, public_id: str | None = None, client: str | None = None) -> str:
@@ -238,7 +314,7 @@ class StudyService:
         if not isinstance(public_id, str) or not PUBLIC_ID.fullmatch(public_id):
             raise StudyError("participant id must be 1-128 letters, digits, '-', '_' or '.'")
         with self.ReadSession() as session:
-            if session.scalar(select(Participant.id).where(Participant.public_id == public_id)) is not None:
+            if session.scalar(_PARTICIPANT_KNOWN, {"public_id": public_id}) is not None:
                 return public_id
         if client is not None and not self.join_limiter.allow(client):
             wait = self.join_limiter.retry_after(client)
@@ -284,25 +360,31 @@ class StudyService:
             raise StudyError(f"client_latency_ms must be an integer in 0..{MAX_CLIENT_LATENCY_MS}")
         with self._write() as session:
             participant = self._participant(session, public_id)
-            trial = session.get(Trial, trial_id)
+            trial = session.execute(_TRIAL, {"trial_id": trial_id}).first()
             if trial is None or trial.participant_id != participant.id:
                 raise StudyError("this trial does not belong to this participant")
             answered_at = utcnow()
             latency_ms = max(0, int((answered_at - trial.served_at).total_seconds() * 1000))
             response_ms = client_latency_ms if client_latency_ms is not None else latency_ms
-            inserted = insert_ignore(session, Vote, {
-                "trial_id": trial.id, "choice": choice, "halluc_left": bool(halluc_left),
+            vote_id = insert_ignore(session, Vote, {
+                "trial_id": trial_id, "choice": choice, "halluc_left": bool(halluc_left),
                 "halluc_right": bool(halluc_right), "answered_at": answered_at,
                 "latency_ms": latency_ms, "client_latency_ms": client_latency_ms,
                 "fast": bool(self.config.rule.is_fast(response_ms)), "client": client})
+            if vote_id is not None and self._load is not None:
+                self._load_dirty = True
+                self._load.max_vote = vote_id
+                self._load.pending.pop(trial_id, None)
+                if trial.kind == "main":
+                    self._load.votes[(trial.item_id, trial.pair)] += 1
             view = self._current(session, participant)
-        return VoteResult("recorded" if inserted else "duplicate", view)
+        return VoteResult("recorded" if vote_id is not None else "duplicate", view)
 
     # -- internals -----------------------------------------------------------------------
     def _participant(self, session: Session, public_id: str) -> Participant:
         if not isinstance(public_id, str) or not PUBLIC_ID.fullmatch(public_id):
             raise StudyError("unknown participant")
-        participant = session.scalars(select(Participant).where(Participant.public_id == public_id)).first()
+        participant = session.scalars(_PARTICIPANT, {"public_id": public_id}).first()
         if participant is None:
             raise StudyError("unknown participant")
         return participant
@@ -325,7 +407,7 @@ class StudyService:
         if cap is None:
             room = len(self.catalog.cells)
         else:
-            votes = self._cell_votes(session)
+            votes = self._cell_load(session).votes
             room = sum(votes.get(cell, 0) < cap for cell in self.catalog.cells)
         for n in range(participant.n_trials, 0, -1):
             if n - len(self.check_plan(n)) <= room:
@@ -336,10 +418,8 @@ class StudyService:
         """The participant's screen; with ``assign=False`` None when a new trial must be assigned."""
         if participant.consent_at is None:
             return TrialView("consent", participant.public_id, n=participant.n_trials)
-        history = session.execute(
-            select(Trial, Vote.id).outerjoin(Vote, Vote.trial_id == Trial.id)
-            .where(Trial.participant_id == participant.id).order_by(Trial.seq)).all()
-        pending = next((t for t, vote_id in history if vote_id is None), None)
+        history = session.execute(_HISTORY, {"participant_id": participant.id}).all()
+        pending = next((t for t in history if t.vote_id is None), None)
         if pending is not None:
             return self._view(participant, pending)
         if participant.completed_at is not None:
@@ -348,7 +428,7 @@ class StudyService:
             return TrialView("no_work", participant.public_id)
         if not assign:
             return None
-        trials = [t for t, _ in history]
+        trials = list(history)
         trial = None
         if len(trials) < participant.n_trials:
             trial = self._assign(session, participant, trials, len(trials) + 1)
@@ -358,8 +438,13 @@ class StudyService:
             participant.completed_at = utcnow()
             participant.completion_code = self.issue_completion_code()
             return self._done(participant, len(trials))
-        session.add(trial)
-        session.flush()
+        trial.id = session.execute(_INSERT_TRIAL, vars(trial)).scalar_one()
+        load = self._load
+        if load is not None:
+            self._load_dirty = True
+            load.max_trial = trial.id
+            if trial.kind == "main":
+                load.pending[trial.id] = ((trial.item_id, trial.pair), trial.seq, trial.served_at)
         return self._view(participant, trial)
 
     def _done(self, participant: Participant, answered: int) -> TrialView:
@@ -385,9 +470,13 @@ class StudyService:
         return trial
 
     def _new_trial(self, participant: Participant, seq: int, kind: str, item_id: str, pair: str,
-                   left: Output, right: Output, **extra) -> Trial:
-        return Trial(participant_id=participant.id, seq=seq, kind=kind, item_id=item_id, pair=pair,
-                     left_output_id=left.id, right_output_id=right.id, served_at=utcnow(), **extra)
+                   left: Output, right: Output, **extra) -> SimpleNamespace:
+        """The new trial's column values (inserted by ``_current`` with a Core insert)."""
+        values = dict(participant_id=participant.id, seq=seq, kind=kind, item_id=item_id, pair=pair,
+                      left_output_id=left.id, right_output_id=right.id, served_at=utcnow(),
+                      expected=None, repeat_of=None)
+        values.update(extra)
+        return SimpleNamespace(**values)
 
     def _cell_votes(self, session: Session) -> dict[tuple[str, str], int]:
         rows = session.execute(
@@ -412,8 +501,9 @@ class StudyService:
         return {(item, pair): n for item, pair, n in rows}
 
     def _main_trial(self, session: Session, participant: Participant, history: list[Trial], seq: int):
-        votes = self._cell_votes(session)
-        holds = self._cell_holds(session)
+        cell_load = self._cell_load(session)
+        votes = cell_load.votes
+        holds = cell_load.holds(utcnow(), self.config.consent_hold_s, self.config.hold_timeout_s)
         load = {cell: votes.get(cell, 0) + holds.get(cell, 0) for cell in set(votes) | set(holds)}
         seen = {(t.item_id, t.pair) for t in history if t.kind == "main"}
         cap = self.config.max_votes_per_cell

@@ -1,5 +1,6 @@
 """Fault test: the server process is SIGKILLed mid-study; every acknowledged vote survives and
-participants resume where they were after a restart (SQLite file, subprocess server)."""
+participants resume where they were after a restart (SQLite file and PostgreSQL schema,
+subprocess server)."""
 from __future__ import annotations
 
 import os
@@ -16,12 +17,12 @@ from sqlalchemy import func, select
 
 from study.db import Trial, Vote, make_engine, session_factory
 from study.simulate import oracle_from_db
-from test_study_support import free_port, prepare_study
+from test_study_support import db_url, free_port, prepare_study  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(db: Path, stimuli: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(db: str, stimuli: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "study.cli", "serve", "--db", str(db), "--stimuli", str(stimuli),
@@ -43,10 +44,10 @@ def start_server(db: Path, stimuli: Path, port: int, log: Path) -> subprocess.Po
 
 
 @pytest.mark.slow
-def test_sigkill_mid_study_loses_no_acknowledged_vote(tmp_path):
-    db = tmp_path / "study.db"
-    stimuli = prepare_study(str(db), tmp_path / "stimuli")
-    oracle = oracle_from_db(str(db))
+def test_sigkill_mid_study_loses_no_acknowledged_vote(db_url, tmp_path):
+    db = db_url
+    stimuli = prepare_study(db, tmp_path / "stimuli")
+    oracle = oracle_from_db(db)
     port = free_port()
     api = f"http://127.0.0.1:{port}/study/api"
     proc = start_server(db, stimuli, port, tmp_path / "server.log")
@@ -87,7 +88,7 @@ def test_sigkill_mid_study_loses_no_acknowledged_vote(tmp_path):
     n_acked = sum(map(len, acked.values()))
     assert n_acked >= 60
 
-    engine = make_engine(str(db))
+    engine = make_engine(db)
     with session_factory(engine)() as session:
         stored = set(session.scalars(select(Vote.trial_id)))
         answered = {pid: n for pid, n in session.execute(

@@ -196,3 +196,64 @@ def test_simulation_export_and_exclusions(study, db_url, tmp_path):
            ((pair.choice == "right") & (pair.method_right == "mobilepicasso"))
     assert wins.mean() > 0.65
     assert "attention" in study.exclusions().reason.str.cat()
+
+
+def _db_loads(service: StudyService) -> tuple[dict, dict]:
+    with service.ReadSession() as session:
+        return service._cell_votes(session), service._cell_holds(session)
+
+
+def test_cell_load_copy_matches_the_database_across_processes(db_url, tmp_path):
+    """Two services on one database stand for two server processes: each keeps its own copy of
+    the per-cell votes and holds, and a write by the other makes it rebuild, so the copies used
+    for assignment always equal the database's aggregates (and a least-loaded cell is chosen)."""
+    stimuli = prepare_study(db_url, tmp_path / "stimuli")
+    config = StudyConfig(trials_per_participant=12, fast_threshold_s=0.0, new_participants_burst=0)
+    one, two = StudyService(db_url, stimuli, config), StudyService(db_url, stimuli, config)
+    try:
+        views = {}
+        for i, service in enumerate([one, two] * 3):
+            pid = service.join(f"proc{i}")
+            views[pid] = (service, service.consent(pid))
+        for _ in range(8):
+            for pid, (service, view) in list(views.items()):
+                if view.status == "trial":
+                    other = two if service is one else one  # alternate the process per vote
+                    views[pid] = (other, other.vote(pid, view.trial_id, "left").next)
+        votes, holds = _db_loads(one)
+        assert sum(votes.values()) > 0 and sum(holds.values()) > 0
+        for service in (one, two):
+            with service._write() as session:  # what the next assignment would count
+                load = service._cell_load(session)
+                copy_holds = load.holds(load_now(), config.consent_hold_s, config.hold_timeout_s)
+            assert {c: n for c, n in load.votes.items() if n} == votes
+            assert dict(copy_holds) == holds
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_rolled_back_vote_leaves_no_trace_in_the_cell_load_copy(study):
+    pid = study.join("rollback")
+    view = study.consent(pid)
+    study.vote(pid, view.trial_id, "left")  # builds the copy
+    before = _db_loads(study)
+    with pytest.raises(RuntimeError):
+        with study._write() as session:
+            study._cell_load(session).votes[("x", "y")] += 1
+            study._load_dirty = True
+            raise RuntimeError("the transaction fails after changing the copy")
+    assert study._load is None  # dropped, rebuilt from the database on next use
+    view = study.current(pid)
+    study.vote(pid, view.trial_id, "left")
+    with study._write() as session:
+        load = study._cell_load(session)
+        assert ("x", "y") not in load.votes
+    votes, _ = _db_loads(study)
+    assert {c: n for c, n in load.votes.items() if n} == votes and sum(votes.values()) > sum(before[0].values())
+
+
+def load_now():
+    from study.db import utcnow
+
+    return utcnow()
