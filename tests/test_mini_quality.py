@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from pipeline import synthedit as se
+from pipeline.bench.metrics import psnr
 from pipeline.model_sets import BUNDLED, load_local_set
-from pipeline.train.evaluate import (by_family, decode_image, edit_images, edit_metrics, encode_image, psnr_np, sr_image,
+from pipeline.train.evaluate import (by_family, decode_image, edit_images, edit_metrics, encode_image, sr_image,
                                      untrained_set)
 from pipeline.train.evaluate import test_examples as examples
 
@@ -102,8 +103,8 @@ def test_sr_within_its_measured_gap_to_bicubic(models, scale):
         lr = ex.target(128, 128, artifacts=False)
         gt = ex.target(*size, artifacts=False)
         decoded = decode_image(models, encode_image(models, lr))
-        gains.append(psnr_np(sr_image(models, lr, size, "learned"), gt)
-                     - psnr_np(decoded.resize(size, Image.Resampling.BICUBIC), gt))
+        gains.append(psnr(sr_image(models, lr, size, "learned"), gt)
+                     - psnr(decoded.resize(size, Image.Resampling.BICUBIC), gt))
     assert np.mean(gains) > -0.6, (gains, SR_LIMIT)  # measured -0.15 / -0.26 dB on 8 images
 
 
@@ -115,7 +116,7 @@ def e2e_scores():
     size = (512, 288)
     gt = ex.target(*size, artifacts=False)
     src = ex.source(*ex.size(512))
-    return {m: psnr_np(edit(src, ex.instruction, method=m, size=size, models=str(MINI)).image, gt)
+    return {m: psnr(edit(src, ex.instruction, method=m, size=size, models=str(MINI)).image, gt)
             for m in ("mobilepicasso-paper", "ip2p-bicubic", "tiled-overlap")}
 
 
@@ -154,8 +155,8 @@ def test_local_edit_beats_bicubic_and_keeps_the_unedited_region():
         memo: dict = {}
         ours = np.asarray(edit(src, ex.instruction, size=(w, h), models=str(MINI), memo=memo).image)
         bicubic = np.asarray(edit(src, ex.instruction, method="ip2p-bicubic", size=(w, h), models=str(MINI), memo=memo).image)
-        gains.append(psnr_np(ours, gt) - psnr_np(bicubic, gt))
+        gains.append(psnr(ours, gt) - psnr(bicubic, gt))
         if (~mask).any():
-            unedited.append(psnr_np(ours[~mask], gt[~mask]))
+            unedited.append(psnr(ours[~mask], gt[~mask]))
     assert np.mean(gains) > LOCAL_GAIN_FLOOR, gains
     assert np.mean(unedited) > LOCAL_UNEDITED_FLOOR, unedited

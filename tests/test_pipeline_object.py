@@ -8,6 +8,7 @@ import torch
 import pipeline
 from pipeline import InputError, MobilePicassoPipeline, synthedit
 from pipeline import devices
+from pipeline.bench.metrics import psnr
 from pipeline.stages.upscale import Upscaler
 
 SIZE = 384
@@ -22,11 +23,6 @@ def example():
 @pytest.fixture(scope="module")
 def mini() -> MobilePicassoPipeline:
     return MobilePicassoPipeline.from_pretrained("pipeline/models/mini")
-
-
-def psnr(a, b) -> float:
-    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(10 * np.log10(255**2 / max(np.mean((x - y) ** 2), 1e-12)))
 
 
 def test_components_and_protocol(mini):

@@ -4,11 +4,7 @@ import pytest
 from PIL import Image
 
 from pipeline import synthedit as se
-
-
-def _psnr(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-10))
+from pipeline.bench.metrics import psnr
 
 
 def test_deterministic_from_seed():
@@ -24,14 +20,14 @@ def test_resolution_consistency(seed):
     ex = se.sample(seed)
     small = ex.target(128, 128)
     big = ex.target(512, 512).resize((128, 128), Image.Resampling.BOX)
-    assert _psnr(small, big) > 30
+    assert psnr(small, big) > 30
 
 
 def test_window_matches_full_render():
     ex = se.sample(2_000_010)
     full = np.asarray(ex.source(400, 300), np.float64)
     crop = np.asarray(ex.source(100, 150, window=(0.25, 0.5, 0.5, 1.0)), np.float64)
-    assert _psnr(crop, full[150:300, 100:200]) > 35
+    assert psnr(crop, full[150:300, 100:200]) > 35
 
 
 def test_splits_disjoint_and_clean():
