@@ -3,8 +3,10 @@
 For each database it prepares placeholder stimuli (``prepare --dry-run``), starts ``serve`` as a
 subprocess (uvicorn, one process), runs ``simulate`` over HTTP with N concurrent participants
 (a share of votes deliberately sent twice), checks that every acknowledged vote is stored, and
-appends one row to a CSV: votes/s, vote latency quantiles as the clients saw them, lost and
-duplicate counts. It is a benchmark, not a test: the numbers depend on the machine.
+adds one row to a CSV (earlier rows are kept): votes/s, vote latency quantiles as the clients saw
+them, lost and duplicate counts, the server's and the client's CPU time per vote, the load average
+and the measured commit. It is a benchmark, not a test: the numbers depend on the machine and on
+what else runs on it (CPU per vote much less than votes/s).
 """
 from __future__ import annotations
 
