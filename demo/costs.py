@@ -2,9 +2,9 @@
 
 Three sources, best first:
 - runs of this app: the latest measured time per method, scaled by output pixels;
-- the benchmark's cost table (`results/bench/cost.csv`: measured medians per method at 1024, 2048 and 4K,
-  and the derived cost where a baseline was not run), interpolated in output pixels, used only when
-  the benchmark ran the loaded model set;
+- the benchmark's cost tables (`results/bench*/cost.csv`, one folder per main-suite run: measured
+  medians per method and size, and the derived cost where a baseline was not run), interpolated in
+  output pixels, used only when the benchmark ran the loaded model set;
 - `ip2p-direct`: `estimate_direct_edit` (exact FLOPs x this machine's measured U-Net throughput), the
   estimate the method itself uses to refuse a run over its time budget.
 
@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "results" / "bench"
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 SLOW_SECONDS = 60.0   # flagged before Run
 
 
@@ -47,22 +47,24 @@ def duration(seconds: float | None) -> str:
     return f"~{seconds / 3600:.1f} h"
 
 
-def read_bench(folder: Path = BENCH_DIR, models: str = "mini") -> dict[str, list[tuple[int, float]]]:
-    """method -> [(output pixels, seconds)] from the benchmark's cost table, if it ran `models`."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        rows = list(csv.DictReader((folder / "cost.csv").open()))
-    except (OSError, ValueError):
-        return {}
-    if str(meta.get("models", meta.get("model_set", models))) != models:
-        return {}
-    table: dict[str, list[tuple[int, float]]] = {}
-    for row in rows:
-        seconds = _float(row.get("seconds_median")) or _float(row.get("derived_seconds"))
-        w, h = _float(row.get("width")), _float(row.get("height"))
-        if seconds and w and h:
-            table.setdefault(row["method"], []).append((int(w * h), seconds))
-    return {m: sorted(points) for m, points in table.items()}
+def read_bench(folder: Path = RESULTS_DIR, models: str = "mini") -> dict[str, list[tuple[int, float]]]:
+    """method -> [(output pixels, seconds)] from every main-suite cost table under `folder` that ran
+    `models` (a run stopped early, e.g. at 4K, leaves gaps another run's sizes fill)."""
+    table: dict[str, dict[int, float]] = {}
+    for run in sorted(folder.glob("bench*")):
+        try:
+            meta = json.loads((run / "meta.json").read_text())
+            rows = list(csv.DictReader((run / "cost.csv").open()))
+        except (OSError, ValueError):
+            continue
+        if str(meta.get("models", meta.get("model_set", models))) != models:
+            continue
+        for row in rows:
+            seconds = _float(row.get("seconds_median")) or _float(row.get("derived_seconds"))
+            w, h = _float(row.get("width")), _float(row.get("height"))
+            if seconds and w and h:
+                table.setdefault(row["method"], {})[int(w * h)] = seconds
+    return {m: sorted(points.items()) for m, points in table.items()}
 
 
 def _float(text) -> float | None:
