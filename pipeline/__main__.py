@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("edit", help="edit one image", description="Edit one image and write the result.\n\n"
                             "    python -m pipeline edit study/items/cat.jpg -i \"make it snowy\" --size 1024 --out edited.png",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="input image file (e.g. study/items/cat.jpg, which the repository ships)")
+    p.add_argument("image", help="input image file (e.g. study/items/cat.jpg, which `python -m study.stimuli` writes)")
     p.add_argument("--instruction", "-i", required=True, help="what to change, in words (e.g. \"make it snowy\")")
     p.add_argument("--method", default="mobilepicasso", choices=list(METHODS),
                    help="default mobilepicasso; `python -m pipeline methods` describes each")

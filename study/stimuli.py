@@ -49,9 +49,15 @@ class ItemSpec:
     instruction: str
 
 
+DEFAULT_ITEMS_CSV = Path(__file__).resolve().parent / "items.csv"
+
+
 def read_items(path: str | Path) -> list[ItemSpec]:
-    """Items CSV (``item_id, image, instruction``); image paths are relative to the CSV."""
+    """Items CSV (``item_id, image, instruction``); image paths are relative to the CSV. The default
+    items' photos are not in the repository (scikit-image ships them): they are written on first use."""
     path = Path(path)
+    if path.resolve() == DEFAULT_ITEMS_CSV:
+        ensure_default_items()
     with path.open(newline="") as handle:
         return [ItemSpec(row["item_id"].strip(), (path.parent / row["image"].strip()).resolve(),
                          row["instruction"].strip()) for row in csv.DictReader(handle)]
@@ -451,6 +457,15 @@ def write_default_items(directory: str | Path, long_side: int = 384) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return csv_path
+
+
+def ensure_default_items() -> Path:
+    """`study/items/*.jpg` from scikit-image's photos, written once (they are not committed)."""
+    with DEFAULT_ITEMS_CSV.open(newline="") as handle:
+        images = [DEFAULT_ITEMS_CSV.parent / row["image"] for row in csv.DictReader(handle)]
+    if not all(image.is_file() for image in images):
+        write_default_items(DEFAULT_ITEMS_CSV.parent)
+    return DEFAULT_ITEMS_CSV
 
 
 if __name__ == "__main__":

@@ -16,6 +16,14 @@ import pytest
 REQUIRE_ALL = os.environ.get("MOBILEPICASSO_REQUIRE_ALL_TESTS") == "1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_items() -> None:
+    """study/items/*.jpg (scikit-image's photos, not committed), which tests and CLI examples use."""
+    from study.stimuli import ensure_default_items
+
+    ensure_default_items()
+
+
 def skip_or_fail(reason: str) -> None:
     """Skip locally when an external service is missing; in CI (which installs it) fail instead."""
     if REQUIRE_ALL:
