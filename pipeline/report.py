@@ -49,30 +49,30 @@ def reset_peak_memory(device: torch.device | str | None = None) -> str:
         return "process peak RSS since start (ru_maxrss; could not reset)"
 
 
+def _status_bytes(field: str) -> int | None:
+    """A `/proc/self/status` memory field (`VmHWM`, `VmRSS`) in bytes; None where there is no procfs."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_memory_bytes(device: torch.device | str | None = None) -> int:
     if _on_cuda(device):
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device))
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def current_memory_bytes(device: torch.device | str | None = None) -> int:
     """What is resident now: allocated CUDA memory, or the process RSS."""
     if _on_cuda(device):
         return int(torch.cuda.memory_allocated(device))
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_bytes("VmRSS") or 0
 
 
 @dataclass

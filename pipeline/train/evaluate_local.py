@@ -13,7 +13,6 @@ ablation of `mobilepicasso` (`origins=`).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from pipeline import synthedit as se
 from pipeline.bench.metrics import psnr
-from pipeline.train.tables import paired_ci, write_csv
+from pipeline.train.tables import paired_ci, read_csv, write_csv
 
 METHODS = ("mobilepicasso", "mobilepicasso-paper", "ip2p-bicubic", "ip2p-composite")
 ABLATION = {"mask only": "edit", "+ transfer": "transfer"}  # "+ generative" is mobilepicasso itself
@@ -68,19 +67,6 @@ def _worker(job) -> list[dict]:
     return example_rows(*job)
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in ("seed",):
-            r[k] = int(r[k])
-        for k in ("psnr", "psnr_unedited", "psnr_edited", "seconds"):
-            r[k] = float(r[k])
-    return rows
-
-
 def summarise(rows: list[dict]) -> list[dict]:
     """Per family and method: n, mean PSNRs, and the paired difference (95% CI) against no edit and
     against ip2p-bicubic, on exactly the examples both ran on."""
@@ -118,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
     n = args.eval_n or 400
     tag = f"local_{long_side}"
     runs_path = out / f"{tag}_runs.csv"
-    rows = read_rows(runs_path)
+    rows = read_csv(runs_path, ints=("seed",), floats=("psnr", "psnr_unedited", "psnr_edited", "seconds"))
     done = {r["seed"] for r in rows}
     seeds = [s for s in se.split_seeds("test", n) if s not in done]
     methods = METHODS if long_side <= 2048 else tuple(m for m in METHODS if m != "mobilepicasso-paper")

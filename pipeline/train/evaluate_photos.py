@@ -20,7 +20,7 @@ from scipy import stats
 from pipeline import photoedit as pe
 from pipeline import photos
 from pipeline.bench.metrics import psnr
-from pipeline.train.tables import paired_ci, write_csv
+from pipeline.train.tables import paired_ci, read_csv, write_csv
 
 METHODS = ("mobilepicasso", "ip2p-bicubic")
 ABLATION = {"mobilepicasso, transfer only": "transfer"}  # no generative fallback where the fit residual is high
@@ -85,16 +85,24 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
-def run(args: argparse.Namespace) -> None:
+def _test_photos(args: argparse.Namespace, table: str) -> tuple[list[photos.Photo], int, Path] | None:
+    """The held-out photos a photo table runs on (`--eval-n` of them), its long side and its folder;
+    None (said once) without a pool."""
     pool = photos.load_pool(split="test")
     if not pool:
-        print("photos: no photo pool (run `python -m pipeline.train photos`); table skipped")
-        return
-    long_side = getattr(args, "long_side", None) or 3840
+        print(f"photos: no photo pool (run `python -m pipeline.train photos`); {table} table skipped")
+        return None
     pool = pool[: args.eval_n] if args.eval_n else pool
-    out = Path(args.results).parent / "photos"
+    return pool, getattr(args, "long_side", None) or 3840, Path(args.results).parent / "photos"
+
+
+def run(args: argparse.Namespace) -> None:
+    found = _test_photos(args, "looks")
+    if found is None:
+        return
+    pool, long_side, out = found
     runs_path = out / f"looks_{long_side}_runs.csv"
-    rows = [r for r in read_rows_photos(runs_path) if r["photo"] in {p.id for p in pool}]
+    rows = [r for r in read_csv(runs_path, floats=("psnr", "seconds")) if r["photo"] in {p.id for p in pool}]
     done = {r["photo"] for r in rows}
     jobs = [(p, long_side, str(args.models or args.out), pe.LOOKS) for p in pool if p.id not in done]
     workers = int(os.environ.get("EVAL_WORKERS", "2"))
@@ -107,18 +115,6 @@ def run(args: argparse.Namespace) -> None:
     write_csv(out / "manifest.csv", [{k: v for k, v in vars(p).items()} for p in photos.load_pool()])
 
 
-def read_rows_photos(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    import csv
-
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["psnr"], r["seconds"] = float(r["psnr"]), float(r["seconds"])
-    return rows
-
-
 def contact_sheet(args: argparse.Namespace, crop: int = 256, thumb: int = 256) -> Path | None:
     """results/photos/contact_sheet.png: for the first test photo (the first demo photo), a row per look:
     the 4K target and `mobilepicasso` downscaled, then the same 1:1 crop of both at `long_side` (3840)."""
@@ -126,13 +122,12 @@ def contact_sheet(args: argparse.Namespace, crop: int = 256, thumb: int = 256) -
 
     from pipeline import edit
 
-    pool = photos.load_pool(split="test")
-    if not pool:
-        print("photos: no photo pool; contact sheet skipped")
+    found = _test_photos(args, "contact sheet")
+    if found is None:
         return None
+    pool, long_side, folder = found
     photo = pool[0]
     image = photos.open_photo(str(photo.file()))
-    long_side = getattr(args, "long_side", None) or 3840
     rows = [("source", None)] + [(look, look) for look in pe.LOOKS]
     sheet = None
     for r, (label, look) in enumerate(rows):
@@ -155,7 +150,7 @@ def contact_sheet(args: argparse.Namespace, crop: int = 256, thumb: int = 256) -
         for c, im in enumerate(images):
             sheet.paste(im.resize((tw, th), Image.Resampling.LANCZOS), (c * (tw + 5), y + 16))
             sheet.paste(im.crop(box), (2 * tw + 20 + c * (crop + 5), y + 16))
-    out = Path(args.results).parent / "photos" / "contact_sheet.png"
+    out = folder / "contact_sheet.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
@@ -207,13 +202,10 @@ def _oracle_worker(job) -> list[dict]:
 
 def oracle(args: argparse.Namespace) -> None:
     """`--tables photo-oracle`: results/photos/oracle_<long_side>.csv (+ _runs), per look and input."""
-    pool = photos.load_pool(split="test")
-    if not pool:
-        print("photos: no photo pool; oracle table skipped")
+    found = _test_photos(args, "oracle")
+    if found is None:
         return
-    long_side = getattr(args, "long_side", None) or 3840
-    pool = pool[: args.eval_n] if args.eval_n else pool
-    out = Path(args.results).parent / "photos"
+    pool, long_side, out = found
     jobs = [(p, long_side, str(args.models or args.out), pe.LOOKS) for p in pool]
     rows = []
     with get_context("spawn").Pool(int(os.environ.get("EVAL_WORKERS", "2"))) as mp:

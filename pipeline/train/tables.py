@@ -17,6 +17,18 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
+def read_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, ...] = ()) -> list[dict]:
+    """Rows written by `write_csv` (none if the file is absent), with the named columns converted
+    back to numbers: what a resumed evaluation starts from."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: int(r[k]) for k in ints}, **{k: float(r[k]) for k in floats})
+    return rows
+
+
 def paired_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
     """Paired t confidence interval of mean(a - b): a and b measured on the same examples."""
     ci = stats.ttest_rel(a, b).confidence_interval(level)
