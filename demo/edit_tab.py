@@ -42,6 +42,7 @@ from demo.jobs import ActedPages, EditQueue, ResultCache
 from demo.upload import CheckedImage, UnusableUpload, check_file, sentence
 from pipeline.inputs import InputError, parse_size
 from pipeline.model_sets import ModelSetUnavailable, SetInfo, load_model_set
+from pipeline.photoedit import PHRASES
 
 SIZES: tuple[tuple[str, str], ...] = (("1K (1024 px)", "1k"), ("2K (2048 px)", "2k"), ("4K (3840 px)", "4k"))
 DEFAULT_SIZE = "1k"   # mobilepicasso answers in about a second here at 1K; 4K takes ~20 s on this CPU
@@ -71,7 +72,12 @@ def model_notice(name: str, info: SetInfo | None, error: str | None = None) -> s
     if not info.trained:
         lines.append(f"⚠️ **UNTRAINED**: {', '.join(info.untrained)} have random weights, so the edits are "
                      "noise. Latency, memory, U-Net evaluations and tiling are still real.")
-    if not knows_photos(info):
+    if not knows_photos(info) and info.photo_looks:
+        said = ", ".join(f"“{PHRASES[look][0]}”" for look in info.photo_looks)
+        lines.append(f"`{info.name}` edits photos only with **global looks**: {said} (and their other phrasings), "
+                     "each one colour map over the whole photo. Other edits of photos will not work well with it; "
+                     "for those run the Space with the Hub set (`MOBILEPICASSO_MODELS=sd15`, GPU).")
+    elif not knows_photos(info):
         lines.append(f"`{info.name}` has not seen photos, so only the **SynthEdit** examples are offered. "
                      "Photos will not edit well with it; for photos run the Space with the Hub set "
                      "(`MOBILEPICASSO_MODELS=sd15`, GPU).")
@@ -84,16 +90,18 @@ def knows_photos(info: SetInfo) -> bool:
 
 
 def examples_for(info: SetInfo | None, examples: list[Example]) -> list[Example]:
-    """The examples the loaded set can edit: photos only for a set trained on photos, SynthEdit
-    scenes for a set trained on them (or on photos: simple renders are images too). A set trained
-    on nothing (random weights, for cost measurements) gets all of them."""
+    """The examples the loaded set can edit: photos only for a set trained on photos, looks on photos
+    for such a set or one whose `photo_looks` include the look, SynthEdit scenes for a set trained on
+    them (or on photos: simple renders are images too). A set trained on nothing (random weights,
+    for cost measurements) gets all of them."""
     if info is None:
         return []
     text = info.trained_on.lower()
     photos, synthedit = knows_photos(info), "synthedit" in text
     if not photos and not synthedit:
         return list(examples)
-    return [e for e in examples if (e.kind == "photo" and photos) or (e.kind == "synthedit" and (synthedit or photos))]
+    return [e for e in examples if (e.kind == "photo" and photos) or (e.kind == "synthedit" and (synthedit or photos))
+            or (e.kind == "look" and (photos or e.look in info.photo_looks))]
 
 
 def _status(kind: str, text: str, fraction: float | None = None) -> str:
@@ -300,7 +308,7 @@ def render_edit_tab(models: str = "mini", cache_dir: str | Path = "demo-cache",
     for e in examples:
         by_kind.setdefault(e.kind, []).append([str(e.path), e.instruction])
     labels = {"synthedit": "Examples: SynthEdit scenes (the domain of the bundled mini set)",
-              "photo": "Examples: photos"}
+              "look": "Examples: looks on photos (held-out photos)", "photo": "Examples: photos"}
     example_sets = []
     with gr.Row(equal_height=False, elem_id="edit-examples"):
         for kind, rows in by_kind.items():

@@ -1,9 +1,11 @@
 """Example inputs for the Edit tab, written once into a cache folder at startup.
 
-Two kinds, labelled as such in the UI because the bundled `mini` set only knows one of them:
+Three kinds, labelled as such in the UI because the bundled `mini` set knows only two of them:
 - SynthEdit scenes (`pipeline.synthedit`, test split): the procedural shapes-on-textures
   domain `mini` is trained on, one example per instruction family;
-- real photos bundled with scikit-image, each with a fitting instruction (for the Hub set).
+- looks on real photos bundled with scikit-image (never in any training batch), for sets whose
+  `photo_looks` include the look (mini: its look model, measured on held-out photos at 4K);
+- real photos bundled with scikit-image, each with a free-form instruction (for the Hub set).
 """
 from __future__ import annotations
 
@@ -21,11 +23,20 @@ PHOTOS = (  # scikit-image loader, file stem, instruction
 )
 
 
+LOOK_PHOTOS = (  # scikit-image loader, PhotoEdit look (its first phrasing is the instruction)
+    ("astronaut", "black and white"),
+    ("coffee", "sepia"),
+    ("chelsea", "night"),
+    ("rocket", "warmer"),
+)
+
+
 @dataclass(frozen=True)
 class Example:
     path: Path
     instruction: str
-    kind: str  # "synthedit" or "photo"
+    kind: str  # "synthedit", "look" (a PhotoEdit look on a photo) or "photo"
+    look: str | None = None
 
 
 def synthedit_examples(folder: Path, families: tuple[str, ...] = ("recolour", "remove", "add", "background", "global"),
@@ -47,24 +58,32 @@ def synthedit_examples(folder: Path, families: tuple[str, ...] = ("recolour", "r
     return [found[f] for f in families if f in found]
 
 
-def photo_examples(folder: Path) -> list[Example]:
+def _skimage_photo(folder: Path, loader: str, stem: str) -> Path:
     import skimage.data
 
-    out = []
-    for loader, stem, instruction in PHOTOS:
-        path = folder / f"photo-{stem}.png"
-        if not path.is_file():
-            Image.fromarray(getattr(skimage.data, loader)()).convert("RGB").save(path)
-        out.append(Example(path, instruction, "photo"))
-    return out
+    path = folder / f"photo-{stem}.png"
+    if not path.is_file():
+        Image.fromarray(getattr(skimage.data, loader)()).convert("RGB").save(path)
+    return path
+
+
+def look_examples(folder: Path) -> list[Example]:
+    from pipeline.photoedit import PHRASES
+
+    return [Example(_skimage_photo(folder, loader, loader), PHRASES[look][0], "look", look)
+            for loader, look in LOOK_PHOTOS]
+
+
+def photo_examples(folder: Path) -> list[Example]:
+    return [Example(_skimage_photo(folder, loader, stem), instruction, "photo") for loader, stem, instruction in PHOTOS]
 
 
 def write_examples(folder: str | Path) -> list[Example]:
-    """SynthEdit scenes first, then photos; a source that cannot be produced is skipped."""
+    """SynthEdit scenes first, then looks on photos, then photos; a source that cannot be produced is skipped."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     examples: list[Example] = []
-    for make in (synthedit_examples, photo_examples):
+    for make in (synthedit_examples, look_examples, photo_examples):
         try:
             examples += make(folder)
         except Exception as err:  # an optional source must not stop the app

@@ -21,6 +21,7 @@ from pipeline.model_set import ModelSet
 from pipeline.report import RunMeter
 from pipeline.stages.compose import Origins, compose, decide_origins, dilate, guided_upsample, luma, upsample
 from pipeline.stages.edit import KeepOutside, decode_image, edit_latent, source_latent, standard_size
+from pipeline.stages.look import LOOK_THRESHOLD, apply_look, predict_look
 from pipeline.stages.projection import project
 from pipeline.stages.region import REGION_THRESHOLD, edit_region
 from pipeline.stages.transfer import fit_affine_colour, fit_residual
@@ -49,6 +50,7 @@ class EditJob:
     time_budget: float | None = None
     progress: Progress = lambda stage, done, total: None
     origins: str = "auto"  # mobilepicasso ablation: "edit" (mask only), "transfer" (no generative path), "auto"
+    use_look: bool = True  # mobilepicasso ablation: False sends global looks through the editor too
     memo: dict | None = None  # shared by several methods on one input: the edit stage runs once per setting
     details: dict[str, Any] = field(default_factory=dict)  # method-specific report fields
 
@@ -174,10 +176,20 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndar
 
 def mobilepicasso(job: EditJob) -> Image.Image:
     """Edit only what the instruction names; keep every other pixel of the source; spend the upscaler
-    only where the edit made something new (see `pipeline.stages.compose`)."""
+    only where the edit made something new (see `pipeline.stages.compose`). A global tone look, where
+    the set has a look model, is one colour map of the source (`pipeline.stages.look`)."""
     models, info = job.models, job.models.info
     pipe = models.edit_pipeline
     size = job.edit_size
+    if job.use_look:
+        with job.meter.stage("look"):
+            look = predict_look(models, job.image, job.instruction)
+        if look is not None and float(look.probability) >= LOOK_THRESHOLD:
+            job.details["region"] = {"source": 0.0, "transfer": 1.0, "generative": 0.0}
+            job.details["note"] = (f"a global look (p = {float(look.probability):.2f}): one colour map applied to "
+                                   "every pixel of the source; no editor or upscaler run")
+            with job.meter.stage("transfer"):
+                return Image.fromarray(apply_look(look, source_at_output(job)))
     with job.meter.stage("region"):
         region = edit_region(models, job.image, job.instruction, size, generator=job.generator())
     if not bool((region > REGION_THRESHOLD).any()):
@@ -324,7 +336,7 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("mobilepicasso", "edit only where the instruction points: source pixels outside, colour edits transferred onto the full-resolution source, one-step SR with sparse ACPT tiles only where the edit drew something new", mobilepicasso),
+        Method("mobilepicasso", "edit only where the instruction points: source pixels outside, colour edits transferred onto the full-resolution source (a global look as one colour map), one-step SR with sparse ACPT tiles only where the edit drew something new", mobilepicasso),
         Method("mobilepicasso-paper", "the paper's dense form: edit at standard resolution, learned latent projection, one-step SR with ACPT tiles (0% output overlap) over the whole frame", mobilepicasso_paper),
         Method("ip2p-direct", "InstructPix2Pix run directly at the target resolution (reported as failed when over budget)", ip2p_direct),
         Method("ip2p-bicubic", "edit at standard resolution, decode, bicubic resize to the target", ip2p_bicubic),

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pipeline.models import ArtifactDetector, EditRegionModel, LatentProjector, LatentSRUNet
+from pipeline.models import ArtifactDetector, EditRegionModel, LatentProjector, LatentSRUNet, LookModel
 
 SCHEDULE = dict(
     num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
@@ -74,6 +74,10 @@ def edit_region() -> EditRegionModel:
     return EditRegionModel(text_dim=64, queries=4, cond_dim=128, stem_channels=16, block_out_channels=(32, 64, 128))
 
 
+def look() -> LookModel:
+    return LookModel(text_dim=64, queries=4, hidden=128, image_channels=32, thumbnail=32)
+
+
 def build_untrained(tokenizer_dir: str | Path, seed: int = 0) -> dict:
     """All components with seeded random weights (what the set is before training)."""
     torch.manual_seed(seed)
@@ -82,4 +86,6 @@ def build_untrained(tokenizer_dir: str | Path, seed: int = 0) -> dict:
         "vae": vae(), "tokenizer": tokenizer, "text_encoder": text_encoder(tokenizer), "unet": edit_unet(),
         "scheduler": edit_scheduler(), "projector": projector(), "upscaler": upscaler_unet(),
         "upscaler_scheduler": upscaler_scheduler(), "detector": detector(), "edit_region": edit_region(),
+        "look": look(),
+        "look": look(),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
-from pipeline.models import ArtifactDetector, EditRegionModel
+from pipeline.models import ArtifactDetector, EditRegionModel, LookModel
 from pipeline.stages.upscale import Upscaler
 
 BUNDLED = Path(__file__).parent / "models"
@@ -46,6 +46,7 @@ class SetInfo:
     blend_latents: bool = True          # mobilepicasso: keep the source latent outside the region while sampling
     residual_threshold: float = 0.08    # mobilepicasso: affine-fit residual above which a pixel is new structure
     composite_threshold: float = 0.1    # ip2p-composite: decoded difference (in [0, 1]) that counts as edited
+    photo_looks: tuple[str, ...] = ()   # PhotoEdit looks measured to work on held-out photos at 4K (results/photos/)
     untrained: tuple[str, ...] = field(default=())  # components built from configs with random weights
 
     @property
@@ -68,6 +69,7 @@ class ModelSet:
     upscaler: Upscaler
     detector: ArtifactDetector | None = None
     edit_region: EditRegionModel | None = None  # None: a training-free DiffEdit mask from the edit U-Net
+    look: LookModel | None = None  # None: global looks go through the editor like every other edit
     path: Path | None = None
 
     @property

@@ -8,7 +8,8 @@
 
 Folder layout: `model_set.json` (settings below) and one subfolder per component: `tokenizer`,
 `text_encoder`, `vae`, `unet`, `scheduler`, `projector`, `upscaler`, `upscaler_scheduler`, `detector`,
-and optionally `edit_region` (without it the set's edit region comes from the edit U-Net, DiffEdit-style).
+and optionally `edit_region` (without it the set's edit region comes from the edit U-Net, DiffEdit-style)
+and `look` (without it global looks go through the editor like every other edit).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from pipeline import sd15
 from pipeline.model_set import BUNDLED, WEIGHT_SUFFIXES, ModelSet, ModelSetUnavailable, SetInfo, has_weights
-from pipeline.models import ArtifactDetector, EditRegionModel, LatentProjector, LatentSRUNet
+from pipeline.models import ArtifactDetector, EditRegionModel, LatentProjector, LatentSRUNet, LookModel
 from pipeline.stages.upscale import LatentSRUpscaler
 
 __all__ = ["BUNDLED", "WEIGHT_SUFFIXES", "ModelSet", "ModelSetUnavailable", "SetInfo", "load_local_set",
@@ -78,7 +79,9 @@ def load_local_set(path: str | Path, seed: int = 0) -> ModelSet:
     detector = _load_module(ArtifactDetector, root / "detector", untrained, "detector", seed + 5)
     region = (_load_module(EditRegionModel, root / "edit_region", untrained, "edit_region", seed + 6)
               if (root / "edit_region").is_dir() else None)
+    look = _load_module(LookModel, root / "look", untrained, "look", seed + 7) if (root / "look").is_dir() else None
     settings["tile_sizes"] = tuple(settings.get("tile_sizes", SetInfo.tile_sizes))
+    settings["photo_looks"] = tuple(settings.get("photo_looks", ()))
     info = SetInfo(**settings, untrained=tuple(untrained))
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -89,11 +92,11 @@ def load_local_set(path: str | Path, seed: int = 0) -> ModelSet:
     upscaler = LatentSRUpscaler(
         unet=sr_unet, scheduler=DDIMScheduler.from_pretrained(root, subfolder="upscaler_scheduler"), vae=vae, info=info,
     )
-    for module in (text_encoder, vae, unet, projector, sr_unet, detector, region):
+    for module in (text_encoder, vae, unet, projector, sr_unet, detector, region, look):
         if module is not None:
             module.eval().requires_grad_(False)
     return ModelSet(info=info, edit_pipeline=pipe, projector=projector, upscaler=upscaler, detector=detector,
-                    edit_region=region, path=root)
+                    edit_region=region, look=look, path=root)
 
 
 def save_local_set(components: dict, info: SetInfo, out_dir: str | Path, *, weights: bool = True) -> Path:
@@ -105,7 +108,7 @@ def save_local_set(components: dict, info: SetInfo, out_dir: str | Path, *, weig
     components["tokenizer"].save_pretrained(out / "tokenizer")
     for name in ("scheduler", "upscaler_scheduler"):
         components[name].save_pretrained(out / name)
-    for name in ("text_encoder", "vae", "unet", "projector", "upscaler", "detector", "edit_region"):
+    for name in ("text_encoder", "vae", "unet", "projector", "upscaler", "detector", "edit_region", "look"):
         module = components.get(name)
         if module is None:
             continue

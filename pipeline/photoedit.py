@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from pipeline import photos
 from pipeline import synthedit as se
 
 Window = tuple[float, float, float, float]  # (u0, v0, u1, v1) of the photo, fractions
@@ -180,47 +178,6 @@ def sample(photo: Image.Image, photo_id: str, seed: int, family: str | None = No
     return PhotoEditExample(photo_id, seed, window, family, ex.instruction, scene=ex, photo=photo)
 
 
-# Looks that meet the photo target at 3840 px on held-out photos with the bundled set: 95% CI above
-# 30 dB and 8 dB over ip2p-bicubic (results/photos/looks_3840.csv; tests/test_photoedit.py keeps this
-# list and that table in agreement). None does yet: the 128-px autoencoder caps every look near
-# 20 dB (results/photos/oracle_3840.csv), so the demo gets no photo examples from this set.
-WORKING_LOOKS: tuple[str, ...] = ()
-
-
-def photo_instructions() -> list[str]:
-    """Every phrasing of the looks that work on photos (for the demo's list of supported instructions)."""
-    return [phrase for look in WORKING_LOOKS for phrase in PHRASES[look]]
-
-
-@dataclass(frozen=True)
-class DemoExample:
-    path: Path           # a JPEG copy of the held-out photo, long side `DEMO_SIDE`, in the photo cache
-    instruction: str
-    photo: photos.Photo  # package, licence and copyright of the original
-
-    @property
-    def credit(self) -> str:
-        return f"{self.photo.copyright} ({self.photo.licence}), from the Debian package {self.photo.package}"
-
-
-DEMO_SIDE = 1920
-DEMO_PHOTOS = 3
-
-
-def demo_examples(cache: str | Path | None = None, looks: tuple[str, ...] | None = None) -> list[DemoExample]:
-    """The demo's photo examples: the first `DEMO_PHOTOS` test photos (never trained on), each with two
-    of `looks` (default: the working ones) in turn; [] without a pool or without working looks. The
-    copies are made once, in the cache."""
-    looks = WORKING_LOOKS if looks is None else looks
-    pool = photos.load_pool(cache, split="test")[:DEMO_PHOTOS] if looks else []
-    out = []
-    for i, p in enumerate(pool):
-        path = photos.photo_dir(cache) / "demo" / f"{p.id.replace(':', '__')}.jpg"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image = photos.open_photo(str(p.file(cache))).copy()
-            image.thumbnail((DEMO_SIDE, DEMO_SIDE), Image.Resampling.LANCZOS)
-            image.save(path, quality=92)
-        for look in looks[i::DEMO_PHOTOS][:2]:
-            out.append(DemoExample(path, PHRASES[look][0], p))
-    return out
+def photo_instructions(looks: tuple[str, ...]) -> list[str]:
+    """Every phrasing of the given looks (a set's `photo_looks`: the demo lists them as what works on photos)."""
+    return [phrase for look in looks for phrase in PHRASES[look]]

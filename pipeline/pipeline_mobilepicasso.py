@@ -94,11 +94,11 @@ class MobilePicassoPipeline:
         m, pipe = self.models, self.models.edit_pipeline
         return {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "vae": pipe.vae, "unet": pipe.unet,
                 "scheduler": pipe.scheduler, "projector": m.projector, "upscaler": m.upscaler,
-                "detector": m.detector, "edit_region": m.edit_region}
+                "detector": m.detector, "edit_region": m.edit_region, "look": m.look}
 
     def _edit_modules(self) -> list[torch.nn.Module]:
         """The standard-resolution stage: text encoder, edit U-Net and autoencoder, region model, detector."""
-        return [m for name in ("text_encoder", "unet", "vae", "edit_region", "detector")
+        return [m for name in ("text_encoder", "unet", "vae", "edit_region", "look", "detector")
                 if isinstance(m := self.components[name], torch.nn.Module)]
 
     def _upscale_modules(self) -> list[torch.nn.Module]:
@@ -191,6 +191,7 @@ class MobilePicassoPipeline:
         progress: Progress | None = None,
         memo: dict | None = None,
         origins: str = "auto",
+        use_look: bool = True,
     ) -> EditResult:
         """Edit `image` following `instruction` and return the image at `size` with its report.
 
@@ -198,7 +199,8 @@ class MobilePicassoPipeline:
         returns `image=None` with `report.failed` set, so comparisons keep going. Pass one `memo` dict to
         several calls on the same image and instruction to run their shared edit stage once (the report
         lists reused stages). `origins` is mobilepicasso's ablation switch: "auto" (default),
-        "transfer" (no generative path) or "edit" (the mask alone).
+        "transfer" (no generative path) or "edit" (the mask alone); `use_look=False` sends global looks
+        through the editor too (the ablation of the set's look model).
         """
         if origins not in ORIGINS:
             raise InputError(f"origins must be auto, transfer or edit, got {origins!r}")
@@ -218,6 +220,7 @@ class MobilePicassoPipeline:
             meter=RunMeter(self.device), projection=projection or info.default_projection, tile=tile, halo=halo,
             memory_budget=memory_budget, time_budget=time_budget,
             progress=progress or (lambda stage, done, total: None), memo=memo, origins=origins,
+            use_look=use_look,
         )
         report = EditReport(
             method=method, model_set=info.name, model_set_trained=info.trained, instruction=instruction,

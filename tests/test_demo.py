@@ -51,10 +51,13 @@ def test_model_notice_is_honest_about_training():
     assert "not available" in model_notice("sd15", None, "no network to download the Hub weights.")
 
 
-def test_examples_cover_synthedit_and_photos(tmp_path):
+def test_examples_cover_synthedit_looks_and_photos(tmp_path):
     examples = write_examples(tmp_path)
     kinds = {e.kind for e in examples}
-    assert kinds == {"synthedit", "photo"}
+    assert kinds == {"synthedit", "look", "photo"}
+    from pipeline.photoedit import PHRASES
+
+    assert all(e.look and e.instruction == PHRASES[e.look][0] for e in examples if e.kind == "look")
     for e in examples:
         assert e.path.is_file() and e.instruction.strip()
         with Image.open(e.path) as img:
@@ -133,15 +136,20 @@ def test_examples_offered_follow_what_the_set_was_trained_on(tmp_path):
     from demo.edit_tab import examples_for
     from demo.examples import Example
 
-    examples = [Example(tmp_path / "a.png", "x", "synthedit"), Example(tmp_path / "b.png", "y", "photo")]
-    mini = SetInfo("mini", "bundled")  # trained_on says "not photos"
-    assert [e.kind for e in examples_for(mini, examples)] == ["synthedit"]
+    examples = [Example(tmp_path / "a.png", "x", "synthedit"), Example(tmp_path / "b.png", "y", "photo"),
+                Example(tmp_path / "c.png", "make it night", "look", "night"),
+                Example(tmp_path / "d.png", "make it sepia", "look", "sepia")]
+    synthetic_only = SetInfo("mini", "bundled")  # trained_on says "not photos"
+    assert [e.kind for e in examples_for(synthetic_only, examples)] == ["synthedit"]
+    looks = SetInfo("mini", "bundled", photo_looks=("night",))
+    assert [e.instruction for e in examples_for(looks, examples)] == ["x", "make it night"]
     photos = SetInfo("sd15", "hub", trained_on="the published checkpoints' training data (LAION-based photos)")
-    assert [e.kind for e in examples_for(photos, examples)] == ["synthedit", "photo"]
+    assert [e.kind for e in examples_for(photos, examples)] == ["synthedit", "photo", "look", "look"]
     random_weights = SetInfo("sd15-arch", "random", trained_on="nothing: random weights")
-    assert len(examples_for(random_weights, examples)) == 2
+    assert len(examples_for(random_weights, examples)) == 4
     assert examples_for(None, examples) == []
-    assert "only the **SynthEdit** examples" in model_notice("mini", mini)
+    assert "only the **SynthEdit** examples" in model_notice("mini", synthetic_only)
+    assert "“make it night”" in model_notice("mini", looks) and "global looks" in model_notice("mini", looks)
 
 
 def test_queue_counts_the_edits_ahead_and_their_estimated_work():

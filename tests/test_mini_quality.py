@@ -27,7 +27,7 @@ from pipeline.train.evaluate import test_examples as examples
 
 MINI = BUNDLED / "mini"
 COMPONENTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler", "projector", "upscaler", "upscaler_scheduler",
-              "detector", "edit_region")
+              "detector", "edit_region", "look")
 # Measured on 80 test examples per family (results/mini/edit_quality.csv; README 'Model sets -> mini').
 EDIT_LIMIT = {
     "recolour": "20.68 vs 22.52 dB for no edit, gain -1.84 (95% CI -3.03 to -0.64); the source passed through "

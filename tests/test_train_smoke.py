@@ -41,7 +41,7 @@ def test_all_passes_user_options_to_every_step():
     argv = ["all", "--out", "o", "--run-dir", "r", "--steps", "60", "--minutes", "30", "--resume"]
     args = parser().parse_args(argv)
     steps = [s for chain in CHAINS for s in chain]
-    assert set(steps) == {"detector", "projector", "upscaler", "edit-base", "edit-full", "edit_region"}
+    assert set(steps) == {"detector", "projector", "upscaler", "edit-base", "edit-full", "edit_region", "look"}
     for step in steps:
         child = parser().parse_args(step_argv(step, argv, args))
         assert (child.out, child.run_dir, child.resume) == ("o", "r", True)

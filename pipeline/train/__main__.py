@@ -1,4 +1,4 @@
-"""`python -m pipeline.train {all,photos,autoencoder,detector,edit,projector,upscaler,evaluate} --out pipeline/models/mini`.
+"""`python -m pipeline.train {all,photos,autoencoder,detector,edit,projector,upscaler,edit_region,look,evaluate} --out pipeline/models/mini`.
 
 Each part reads the components it depends on from `--out` (the set folder) and writes its own
 weights there; checkpoints go to `--run-dir` (resume with `--resume`).
@@ -6,7 +6,8 @@ weights there; checkpoints go to `--run-dir` (resume with `--resume`).
 `all` first fetches the photo pool (`photos`: PhotoEdit triples are mixed into the editor's,
 the edit-region model's and the autoencoder's batches when the pool is there), then trains the autoencoder, which everything else reads, and then two independent chains at
 once, each a sequence of child processes with half the CPU threads: the edit chain (detector,
-then the plain edit base, then its filtered + hallucination-aware fine-tune) and the upscaling
+then the plain edit base, then its filtered + hallucination-aware fine-tune, then the edit-region
+and look models, which read the editor's final text encoder) and the upscaling
 chain (projector, then SR U-Net). Each child's output goes to `<run-dir>/<step>.log`.
 """
 from __future__ import annotations
@@ -27,12 +28,13 @@ DEFAULTS = {  # steps, batch size, lr, minutes (wall-clock cap on this 2-core CP
     "projector": (5000, 8, 1e-3, 50.0),
     "upscaler": (4000, 8, 1e-3, 28.0),
     "edit_region": (3000, 24, 2e-3, 40.0),
+    "look": (3000, 64, 2e-3, 10.0),
     "photos": (0, 0, 0.0, 0.0),
 }
-PARTS = ("photos", "autoencoder", "detector", "edit", "projector", "upscaler", "edit_region")
+PARTS = ("photos", "autoencoder", "detector", "edit", "projector", "upscaler", "edit_region", "look")
 # after the autoencoder; the edit chain is the shipped recipe: a plain base, then the filtered +
 # hallucination-aware fine-tune (the detector scores the training pool the base builds)
-CHAINS = (("detector", "edit-base", "edit-full", "edit_region"), ("projector", "upscaler"))
+CHAINS = (("detector", "edit-base", "edit-full", "edit_region", "look"), ("projector", "upscaler"))
 FULL_SHARE = 6  # the edit fine-tune gets 1/6 of the edit steps and minutes
 
 
@@ -66,12 +68,16 @@ def parser() -> argparse.ArgumentParser:
                    help="(projector, upscaler) weight of an L1 loss on decoded pixels, added to the latent loss")
     p.add_argument("--latent-loss", type=float, default=0.1,
                    help="(projector) weight of the latent regression onto encode(resize(decode(z)))")
-    p.add_argument("--pool", type=int, default=20000, help="(edit, edit_region) SynthEdit training triples")
+    p.add_argument("--pool", type=int, default=20000,
+                   help="(edit, edit_region) SynthEdit training triples; (look) thumbnails, half of them photos")
     p.add_argument("--photos", type=int, default=None,
                    help="(edit, edit_region) PhotoEdit triples from the train photos mixed in (default 30%% of --pool; "
                         "0: none; none without a pool)")
     p.add_argument("--e2e-methods", default=None,
                    help="(evaluate) comma list of methods to re-run end to end; the others keep their last rows")
+    p.add_argument("--local-methods", default=None,
+                   help="(evaluate local) comma list of rows to re-run (methods or ablation rows) on every example; "
+                        "the others keep their last rows")
     p.add_argument("--eval-n", type=int, default=None,
                    help="(evaluate) test examples per table (default: 400 edit and ablation, 40 sweep, 8 upscaler)")
     p.add_argument("--tables", default=None,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline import mini_architecture as arch
-from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, psnr, seed_everything
+from pipeline.train.common import Budget, Checkpoint, Postfix, device, psnr, seed_everything, train_loop
 from pipeline.train.data import autoencoder_batch
 from pipeline.train.photos import autoencoder_images
 
@@ -41,11 +41,9 @@ def train(args: argparse.Namespace, vae=None):
     step, elapsed = ckpt.load(model=vae, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step])
-    bar = progress_bar(args.steps, step, "autoencoder")
-    while not budget.done(step):
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.lr, budget.progress(step))
-        share = getattr(args, "ae_photo_share", 0.0)
+    share = getattr(args, "ae_photo_share", 0.0)
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
         x = autoencoder_batch(rng, args.batch_size,
                               photos=autoencoder_images(rng, round(share * args.batch_size)) if share else None).to(dev)
         with torch.set_grad_enabled(not decoder_only):
@@ -53,19 +51,11 @@ def train(args: argparse.Namespace, vae=None):
         zn = z + 0.05 * torch.randn_like(z) * (torch.rand(z.shape[0], 1, 1, 1, device=dev) < 0.5)
         y = vae.decode(zn).sample
         loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + 0.02 * latent_stats_penalty(z)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach(), x).mean().item():.1f}",
-                            zstd=f"{z.std().item():.2f}")
-        if step % args.checkpoint_every == 0:
-            ckpt.save(step, budget.elapsed(), model=vae, opt=opt)
-    bar.close()
-    ckpt.save(step, budget.elapsed(), model=vae, opt=opt)
+        return loss, {"loss": (loss, ".4f"), "psnr": (psnr(y.detach(), x).mean(), ".1f"),
+                      "zstd": (z.detach().std(), ".2f")}
+
+    step = train_loop("autoencoder", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+                      state=dict(model=vae, opt=opt), batch_loss=batch_loss, clip=trainable)
     vae.eval()
     if args.out:
         vae.save_pretrained(Path(args.out) / "vae")

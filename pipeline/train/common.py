@@ -1,9 +1,12 @@
-"""Shared training plumbing: device, seeding, time/step budgets, resumable checkpoints, progress bars."""
+"""Shared training plumbing: device, seeding, time/step budgets, resumable checkpoints, progress bars,
+and the one training loop every trainer runs."""
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +105,42 @@ class Checkpoint:
 def progress_bar(total: int, initial: int, desc: str) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=5.0,
                 disable=os.environ.get("TRAIN_QUIET") == "1")
+
+
+Postfix = dict[str, tuple[torch.Tensor | float, str]]  # progress-bar name -> (value, format spec)
+
+
+def train_loop(desc: str, *, opt: torch.optim.Optimizer, budget: Budget, step: int, args: argparse.Namespace,
+               ckpt: Checkpoint, state: dict, batch_loss: Callable[[], tuple[torch.Tensor, Postfix]],
+               clip: Sequence[torch.Tensor] | None = None, on_step: Callable[[int], None] | None = None,
+               warmup: float = 0.03) -> int:
+    """The optimisation loop of every trainer, so that LR schedule, clipping, progress and checkpoints
+    cannot drift apart between them: until `budget` is spent, set the cosine LR from `args.lr`, take
+    one step on `batch_loss()` (clipping `clip` to norm 1), show its postfix every 20 steps, run
+    `on_step(step)` (EMA, validation) and save `state` to `ckpt` every `args.checkpoint_every` steps
+    and at the end. Returns the final step."""
+    bar = progress_bar(args.steps, step, desc)
+    while not budget.done(step):
+        lr = cosine_lr(args.lr, budget.progress(step), warmup=warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, postfix = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(clip, 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix({k: f"{float(v):{spec}}" for k, (v, spec) in postfix.items()})
+        if on_step is not None:
+            on_step(step)
+        if step % args.checkpoint_every == 0:
+            ckpt.save(step, budget.elapsed(), **state)
+    bar.close()
+    ckpt.save(step, budget.elapsed(), **state)
+    return step
 
 
 class EMA:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from pipeline import mini_architecture as arch
 from pipeline import synthedit as se
-from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything, to_tensor
+from pipeline.train.common import Budget, Checkpoint, Postfix, device, seed_everything, to_tensor, train_loop
 from pipeline.train.data import train_seed
 
 
@@ -53,25 +53,16 @@ def train(args: argparse.Namespace):
     step, elapsed = ckpt.load(model=det, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step, 3])
-    bar = progress_bar(args.steps, step, "detector")
-    while not budget.done(step):
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.lr, budget.progress(step))
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
         x, y = detector_batch(rng, args.batch_size)
         x, y = degrade(x, rng).to(dev), y.to(dev)
         logits = det(x)
         loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.tensor(8.0, device=dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % args.checkpoint_every == 0:
-            ckpt.save(step, budget.elapsed(), model=det, opt=opt)
-    bar.close()
-    ckpt.save(step, budget.elapsed(), model=det, opt=opt)
+        return loss, {"loss": (loss, ".4f")}
+
+    step = train_loop("detector", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+                      state=dict(model=det, opt=opt), batch_loss=batch_loss)
     det.eval()
     with torch.no_grad():
         x, y = detector_batch(np.random.default_rng(123), 32, split="validation")

@@ -26,7 +26,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from pipeline import mini_architecture as arch
 from pipeline import synthedit as se
 from pipeline.models import ArtifactDetector
-from pipeline.train.common import EMA, Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
+from pipeline.train.common import EMA, Budget, Checkpoint, Postfix, device, progress_bar, seed_everything, train_loop
 from pipeline.train.data import edit_size
 
 FAMILY_WEIGHT = {"recolour": 1.6, "remove": 1.3, "add": 1.3, "background": 1.0, "global": 0.8}
@@ -256,13 +256,9 @@ def train(args: argparse.Namespace):
     weights = [np.array([FAMILY_WEIGHT.get(f, PHOTO_WEIGHT) for f in fam]) * keep for fam, keep in zip(pool.family, pool.keep)]
     group_p = np.array([w.sum() for w in weights])
     group_p = group_p / group_p.sum()
-    bar = progress_bar(args.steps, step, f"edit ({args.variant})")
-    log = open(Path(args.run_dir) / f"{name}.loss.tsv", "a")
-    unet.train(), text_encoder.train()
-    while not budget.done(step):
-        lr = cosine_lr(args.lr, budget.progress(step), warmup=0.03 if not args.init_from else 0.0)
-        for gi, g in enumerate(opt.param_groups):
-            g["lr"] = lr
+    last: dict[str, torch.Tensor] = {}  # this step's loss terms, for the loss log
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
         gi = int(rng.choice(len(sizes), p=group_p))
         idx = rng.choice(sizes[gi], size=args.batch_size, p=weights[gi] / weights[gi].sum())
         idx_t = torch.from_numpy(idx)
@@ -289,22 +285,21 @@ def train(args: argparse.Namespace):
                 uncond_emb = text_encoder(uncond_ids)[0]
                 hal = hallucination_aware_loss(unet, vae, det, sched, z_t[sel], t[sel], img[sel], emb[sel], uncond_emb)
                 loss = loss + args.hallucination_weight * hal
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-        opt.step()
+        last.update(ldm=loss_ldm, hal=hal)
+        return loss, {"loss": (loss_ldm, ".4f"), "hal": (hal, ".4f"), "lr": (opt.param_groups[0]["lr"], ".1e")}
+
+    def on_step(step: int) -> None:
         ema.update(unet)
         ema_te.update(text_encoder)
-        step += 1
-        bar.update(1)
-        log.write(f"{step}\t{budget.elapsed():.0f}\t{loss_ldm.item():.5f}\t{hal.item():.5f}\n")
+        log.write(f"{step}\t{budget.elapsed():.0f}\t{last['ldm'].item():.5f}\t{last['hal'].item():.5f}\n")
         if step % 10 == 0:
             log.flush()
-            bar.set_postfix(loss=f"{loss_ldm.item():.4f}", hal=f"{hal.item():.4f}", lr=f"{lr:.1e}")
-        if step % args.checkpoint_every == 0:
-            ckpt.save(step, budget.elapsed(), **state)
-    bar.close()
-    ckpt.save(step, budget.elapsed(), **state)
+
+    unet.train(), text_encoder.train()
+    with open(Path(args.run_dir) / f"{name}.loss.tsv", "a") as log:
+        step = train_loop(f"edit ({args.variant})", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+                          state=state, batch_loss=batch_loss, clip=[p for g in opt.param_groups for p in g["params"]],
+                          on_step=on_step, warmup=0.03 if not args.init_from else 0.0)
     if args.out and not getattr(args, "no_save", False):
         save(out, unet, text_encoder, ema, ema_te, use_ema=getattr(args, "use_ema", True))
     print(f"edit ({args.variant}): {step} steps, {budget.elapsed() / 60:.1f} min")

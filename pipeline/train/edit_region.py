@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from pipeline import synthedit as se
 from pipeline.models import EditRegionModel
-from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
+from pipeline.train.common import Budget, Checkpoint, Postfix, device, seed_everything, train_loop
 from pipeline.train.data import edit_size
 from pipeline.train.photos import photo_count, region_rows
 
@@ -163,28 +163,21 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     rng = np.random.default_rng([args.seed, step, 11])
     sizes = list(data)
     weights = np.array([len(data[s][0]) for s in sizes], float)
-    bar = progress_bar(args.steps, step, "region")
-    while not budget.done(step):
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.lr, budget.progress(step))
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
         x, m, states, tmask, _, kinds, named = data[sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]]
         idx = torch.from_numpy(rng.integers(0, len(x), args.batch_size))
         logits, pixel_kinds, text_kinds = model(x[idx].to(dev), states[idx].to(dev), tmask[idx].to(dev), return_aux=True)
         loss = region_loss(logits, m[idx].to(dev)) + AUX_WEIGHT * auxiliary_loss(
             pixel_kinds, text_kinds, kinds[idx].to(dev), named[idx].to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % args.checkpoint_every == 0:
-            ckpt.save(step, budget.elapsed(), model=model, opt=opt)
+        return loss, {"loss": (loss, ".4f")}
+
+    def on_step(step: int) -> None:
         if step % 500 == 0:
             print(f"region step {step}: validation IoU {iou_by_family(model, val)}", flush=True)
-    bar.close()
-    ckpt.save(step, budget.elapsed(), model=model, opt=opt)
+
+    step = train_loop("region", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+                      state=dict(model=model, opt=opt), batch_loss=batch_loss, on_step=on_step)
     print(f"region: {step} steps, {budget.elapsed() / 60:.1f} min, validation IoU {iou_by_family(model, val)}")
     if args.out:
         model.eval().save_pretrained(Path(args.out) / "edit_region")

@@ -8,7 +8,8 @@ are kept) and a per-family table of paired differences with 95% CIs (paired t).
 Per example: PSNR against the target over the whole frame, over the unedited part (outside the true
 edit mask) and inside it; for *add*, whether the named colour is really there (at least half the
 true-mask pixels within 80 RGB units of it). The mask-only / + transfer / + generative rows are the
-ablation of `mobilepicasso` (`origins=`).
+ablation of `mobilepicasso` (`origins=`, without the look model); `mobilepicasso` itself adds the look
+model (global looks as one colour map). `--local-methods` re-runs only the named rows.
 """
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ from pipeline.bench.metrics import psnr
 from pipeline.train.tables import paired_ci, read_csv, write_csv
 
 METHODS = ("mobilepicasso", "mobilepicasso-paper", "ip2p-bicubic", "ip2p-composite")
-ABLATION = {"mask only": "edit", "+ transfer": "transfer"}  # "+ generative" is mobilepicasso itself
+ABLATION = {  # each row adds one stage; mobilepicasso itself adds the look model to "+ generative"
+    "mask only": {"origins": "edit", "use_look": False},
+    "+ transfer": {"origins": "transfer", "use_look": False},
+    "+ generative": {"use_look": False},
+}
 PRESENT_DISTANCE, PRESENT_SHARE = 80.0, 0.5
 
 
@@ -34,7 +39,9 @@ def shape_present(out: np.ndarray, ex: se.EditExample, mask: np.ndarray) -> bool
     return bool(mask.any() and (dist < PRESENT_DISTANCE).mean() >= PRESENT_SHARE)
 
 
-def example_rows(seed: int, long_side: int, models: str, methods: tuple[str, ...], ablation: bool) -> list[dict]:
+def example_rows(seed: int, long_side: int, models: str, methods: tuple[str, ...], ablation: bool,
+                 only: frozenset[str] | None = None) -> list[dict]:
+    """The rows of one example: every method (and the ablation rows), or only the rows named in `only`."""
     from pipeline import edit
 
     ex = se.sample(seed)
@@ -42,12 +49,14 @@ def example_rows(seed: int, long_side: int, models: str, methods: tuple[str, ...
     src, tgt = ex.source(w, h), np.asarray(ex.target(w, h))
     mask = ex.edit_mask(w, h)
     memo: dict = {}
-    runs = [(m, m, "auto") for m in methods]
+    runs = [(m, m, {}) for m in methods]
     if ablation:
-        runs += [(name, "mobilepicasso", origins) for name, origins in ABLATION.items()]
-    outputs = [("no edit", np.asarray(src), 0.0, None)]
-    for name, method, origins in runs:
-        r = edit(src, ex.instruction, method=method, size=(w, h), models=models, seed=0, memo=memo, origins=origins)
+        runs += [(name, "mobilepicasso", options) for name, options in ABLATION.items()]
+    outputs = [] if only else [("no edit", np.asarray(src), 0.0, None)]
+    for name, method, options in runs:
+        if only and name not in only:
+            continue
+        r = edit(src, ex.instruction, method=method, size=(w, h), models=models, seed=0, memo=memo, **options)
         outputs.append((name, np.asarray(r.image), r.report.total_seconds, r.report.region))
     rows = []
     for name, out, seconds, region in outputs:
@@ -105,17 +114,24 @@ def run(args: argparse.Namespace) -> None:
     tag = f"local_{long_side}"
     runs_path = out / f"{tag}_runs.csv"
     rows = read_csv(runs_path, ints=("seed",), floats=("psnr", "psnr_unedited", "psnr_edited", "seconds"))
-    done = {r["seed"] for r in rows}
-    seeds = [s for s in se.split_seeds("test", n) if s not in done]
     methods = METHODS if long_side <= 2048 else tuple(m for m in METHODS if m != "mobilepicasso-paper")
-    jobs = [(s, long_side, args.models or args.out, methods, long_side <= 2048) for s in seeds]
+    ablation = long_side <= 2048
+    only = frozenset(args.local_methods.split(",")) if getattr(args, "local_methods", None) else None
+    if only:
+        unknown = only - {*methods, *(ABLATION if ablation else ())}
+        if unknown:  # else their old rows would be dropped and nothing re-run
+            raise SystemExit(f"--local-methods: unknown {sorted(unknown)}")
+        rows = [r for r in rows if r["method"] not in only]
+    done = set() if only else {r["seed"] for r in rows}
+    seeds = [s for s in se.split_seeds("test", n) if s not in done]
+    jobs = [(s, long_side, args.models or args.out, methods, ablation, only) for s in seeds]
     workers = int(os.environ.get("EVAL_WORKERS", "2"))
     with get_context("spawn").Pool(workers) as pool:
         for i, new in enumerate(pool.imap(_worker, jobs)):
             rows.extend(new)
             if i % 10 == 9 or i == len(jobs) - 1:
                 write_csv(runs_path, rows)
-                print(f"[local {long_side}] {len(rows) // len(new)} examples", flush=True)
+                print(f"[local {long_side}] {i + 1}/{len(jobs)} examples", flush=True)
     rows = [r for r in rows if r["seed"] in set(se.split_seeds("test", n))]
     write_csv(runs_path, rows)
     write_csv(out / f"{tag}.csv", summarise(rows))

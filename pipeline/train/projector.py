@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderTiny
 
 from pipeline import mini_architecture as arch
-from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
+from pipeline.train.common import Budget, Checkpoint, Postfix, device, seed_everything, train_loop
 from pipeline.train.sr_data import FACTOR, loss_mask, masked_mean, reference_condition_window, sample_crops
 
 CROP, MARGIN = 24, 4
@@ -40,10 +40,8 @@ def train(args: argparse.Namespace):
     step, elapsed = ckpt.load(model=proj, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step, 5])
-    bar = progress_bar(args.steps, step, "projector")
-    while not budget.done(step):
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.lr, budget.progress(step))
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
         crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=False)
         lr = torch.stack([c.lr_latent for c in crops]).to(dev)
         pixels, target = reference_condition_window(vae, lr, crops)
@@ -54,17 +52,10 @@ def train(args: argparse.Namespace):
             # latents decode alike, so also ask that the projection *decodes* like the reference
             err = (vae.decode(pred).sample - pixels).abs()
             loss = loss + args.pixel_loss * masked_mean(err, loss_mask(crops, MARGIN, FACTOR).to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % args.checkpoint_every == 0:
-            ckpt.save(step, budget.elapsed(), model=proj, opt=opt)
-    bar.close()
-    ckpt.save(step, budget.elapsed(), model=proj, opt=opt)
+        return loss, {"loss": (loss, ".4f")}
+
+    step = train_loop("projector", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+                      state=dict(model=proj, opt=opt), batch_loss=batch_loss)
     if args.out:
         proj.eval().save_pretrained(Path(args.out) / "projector")
     print(f"projector: {step} steps, {budget.elapsed() / 60:.1f} min")

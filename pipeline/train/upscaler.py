@@ -19,7 +19,7 @@ from diffusers import AutoencoderTiny
 
 from pipeline import mini_architecture as arch
 from pipeline.models import LatentProjector
-from pipeline.train.common import Budget, Checkpoint, cosine_lr, device, progress_bar, seed_everything
+from pipeline.train.common import Budget, Checkpoint, Postfix, device, seed_everything, train_loop
 from pipeline.train.projector import projector_window
 from pipeline.train.sr_data import FACTOR, sample_crops
 
@@ -37,11 +37,9 @@ def train(args: argparse.Namespace):
     step, elapsed = ckpt.load(model=unet, opt=opt) if args.resume else (0, 0.0)
     budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
     rng = np.random.default_rng([args.seed, step, 9])
-    bar = progress_bar(args.steps, step, "upscaler")
     m = MARGIN
-    while not budget.done(step):
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.lr, budget.progress(step))
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
         # uniform placement, scored on window cores: a border-aware fine-tune did not help (README, mini)
         crops = sample_crops(rng, vae, args.batch_size, CROP, MARGIN, with_hr=True, border=0.0)
         lr = torch.stack([c.lr_latent for c in crops]).to(dev)
@@ -55,18 +53,10 @@ def train(args: argparse.Namespace):
             e = FACTOR * m
             hr = torch.stack([c.hr_pixels for c in crops]).to(dev)[..., e:-e, e:-e]
             loss = loss + args.pixel_loss * (vae.decode(pred).sample - hr).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", base=f"{((cond - target) ** 2).mean().item():.4f}")
-        if step % args.checkpoint_every == 0:
-            ckpt.save(step, budget.elapsed(), model=unet, opt=opt)
-    bar.close()
-    ckpt.save(step, budget.elapsed(), model=unet, opt=opt)
+        return loss, {"loss": (loss, ".4f"), "base": (((cond - target) ** 2).mean(), ".4f")}
+
+    step = train_loop("upscaler", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+                      state=dict(model=unet, opt=opt), batch_loss=batch_loss, clip=list(unet.parameters()))
     if args.out:
         unet.eval().save_pretrained(Path(args.out) / "upscaler")
     print(f"upscaler: {step} steps, {budget.elapsed() / 60:.1f} min")
