@@ -157,3 +157,25 @@ def test_sparse_decode_equals_the_dense_decode_where_needed():
     rows, cols = slice(12 * 8, 20 * 8), slice(30 * 8, 41 * 8)
     torch.testing.assert_close(sparse[..., rows, cols], dense[..., rows, cols], atol=1e-5, rtol=0)
     assert (sparse[..., :, : 8 * 14] == 0).all()  # beyond the halo around the region nothing was decoded
+
+
+def test_a_look_is_one_colour_map_of_the_full_resolution_source_within_one_level():
+    from pipeline.models.look import LookPrediction
+    from pipeline.stages.look import apply_look
+
+    source = _photo(3840, 2160)
+    look = LookPrediction(torch.ones(1), torch.tensor([[[0.3, 0.0, 0.0], [0.0, 0.36, 0.0], [0.05, 0.0, 0.55]]]),
+                          torch.tensor([[5 / 255, 8 / 255, 22 / 255]]))
+    out = apply_look(look, source)
+    truth = look.apply(torch.from_numpy(source / 255.0).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).numpy()
+    assert out.dtype == np.uint8 and out.shape == source.shape
+    assert np.abs(out.astype(np.float32) - np.clip(truth * 255, 0, 255)).max() <= 1.0
+
+
+def test_use_look_false_sends_a_look_through_the_editor():
+    ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50)) if e.family == "global")
+    src = ex.source(*ex.size(256))
+    looked = edit(src, "make it night", size=src.size, models="mini")
+    edited = edit(src, "make it night", size=src.size, models="mini", use_look=False)
+    assert looked.report.note.startswith("a global look") and "edit" not in looked.report.stage_seconds
+    assert not (edited.report.note or "").startswith("a global look") and "edit" in edited.report.stage_seconds
