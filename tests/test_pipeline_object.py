@@ -27,7 +27,7 @@ def mini() -> MobilePicassoPipeline:
 
 def test_components_and_protocol(mini):
     assert set(mini.components) == {"tokenizer", "text_encoder", "vae", "unet", "scheduler", "projector",
-                                    "upscaler", "detector", "edit_region"}
+                                    "upscaler", "detector", "edit_region", "look"}
     assert isinstance(mini.components["upscaler"], Upscaler)
     assert mini.device.type == "cpu" and mini.dtype == torch.float32
     # the upscaler's decoder is the edit autoencoder itself: counted once
@@ -37,11 +37,13 @@ def test_components_and_protocol(mini):
 @pytest.mark.parametrize("method", ["mobilepicasso", "mobilepicasso-paper"])
 def test_save_and_reload_is_bit_identical(mini, example, tmp_path, method):
     image, instruction = example
-    before = mini(image, instruction, method=method, size=SIZE, seed=3)
     mini.save_pretrained(tmp_path / "set")
-    after = MobilePicassoPipeline.from_pretrained(tmp_path / "set")(image, instruction, method=method, size=SIZE, seed=3)
-    assert not before.report.failed and after.report.model_set_trained
-    assert np.array_equal(np.asarray(before.image), np.asarray(after.image))
+    reloaded = MobilePicassoPipeline.from_pretrained(tmp_path / "set")
+    for text in (instruction, "make it night"):  # the edit-region path and the look model's path
+        before = mini(image, text, method=method, size=SIZE, seed=3)
+        after = reloaded(image, text, method=method, size=SIZE, seed=3)
+        assert not before.report.failed and after.report.model_set_trained
+        assert np.array_equal(np.asarray(before.image), np.asarray(after.image))
 
 
 def test_edit_is_a_thin_wrapper(mini, example):
