@@ -1,6 +1,6 @@
 """A first visit in a real browser (Debian's Chromium via Playwright): the preloaded example and its
-cached result, an example click and Run with the result in view, a bad upload after an example, and
-a run after an error with no stale status. It serves the app's real sizes and default (1K), so the
+cached result, an example click and Run with the result in view, a bad upload after an example, a
+run after an error with no stale status, and a look on a photo example. It serves the app's real sizes and default (1K), so the
 screenshots show what a visitor gets: `MOBILEPICASSO_SCREENSHOTS=results/demo` keeps them there."""
 from __future__ import annotations
 
@@ -117,5 +117,17 @@ def test_first_visit_example_run_bad_upload_and_rerun(served, chromium_path, tmp
             expect(page.locator("#edit-status .edit-status-error")).to_have_count(0)
             expect(page.locator("#metrics-mobilepicasso")).to_be_visible()
             _no_internals(page)
+
+            # a look on a held-out photo: offered for the set's photo looks, named in its notice, and it runs
+            expect(page.locator("body")).to_contain_text("edits photos only with global looks")
+            look = page.locator("#edit-examples tr.tr-body", has_text="make it black and white").first
+            look.scroll_into_view_if_needed()
+            look.click()
+            expect(page.locator("#edit-status")).to_contain_text("Example loaded", timeout=30_000)
+            page.locator("#edit-run").click()
+            expect(page.locator("#edit-status")).to_contain_text("Done", timeout=300_000)
+            expect(page.locator("#metrics-mobilepicasso")).to_contain_text("Latency")
+            _no_internals(page)
+            _shot(page, "after-run-photo-look", tmp_path)
         finally:
             browser.close()
