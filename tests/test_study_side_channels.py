@@ -80,20 +80,20 @@ def test_a_classifier_on_everything_a_participant_receives_is_at_chance(db_url, 
     attention = []  # (participant, left features, right features, broken is left)
     with ThreadServer(build_app(service)) as server:
         client = httpx.Client(base_url=server.url, trust_env=False, timeout=60)
-        gradio_seen = {}
 
         def fetch(url: str) -> list[float]:
+            """The file as this trial's participant gets it, from the JSON flow's route and the Gradio
+            flow's, each timed on this fetch (a timing kept from a file's first fetch in the whole
+            run measured when the file first came up, i.e. the server's warm-up, not the file)."""
             started = time.perf_counter()
             response = client.get(url)
             response.raise_for_status()
             f = features(response, time.perf_counter() - started)
             name = url.rsplit("/", 1)[-1]
-            if name not in gradio_seen:  # the same file as the Gradio flow serves it
-                started = time.perf_counter()
-                g = client.get(f"/gradio_api/file={service.stimuli_dir / name}")
-                g.raise_for_status()
-                gradio_seen[name] = features(g, time.perf_counter() - started)
-            f += gradio_seen[name]
+            started = time.perf_counter()
+            g = client.get(f"/gradio_api/file={service.stimuli_dir / name}")
+            g.raise_for_status()
+            f += features(g, time.perf_counter() - started)
             per_file[name].append(f)
             return f
 
