@@ -176,8 +176,3 @@ def sample(photo: Image.Image, photo_id: str, seed: int, family: str | None = No
     ex = replace(ex, source_scene=replace(ex.source_scene, aspect=frame_aspect),
                  target_scene=replace(ex.target_scene, aspect=frame_aspect))
     return PhotoEditExample(photo_id, seed, window, family, ex.instruction, scene=ex, photo=photo)
-
-
-def photo_instructions(looks: tuple[str, ...]) -> list[str]:
-    """Every phrasing of the given looks (a set's `photo_looks`: the demo lists them as what works on photos)."""
-    return [phrase for look in looks for phrase in PHRASES[look]]

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline.models.look import LookPrediction
-from pipeline.stages.region import pil_to_tensor
+from pipeline.stages.region import encode_text, pil_to_tensor
 
 LOOK_THRESHOLD = 0.5
 
@@ -21,20 +21,15 @@ LOOK_THRESHOLD = 0.5
 @torch.no_grad()
 def predict_look(models, image: Image.Image, instruction: str) -> LookPrediction | None:
     """The set's look prediction for this image and instruction (None when the set has no look model)."""
-    from pipeline.train.edit_region import TEXT_LENGTH
-
     model = models.look
     if model is None:
         return None
-    pipe = models.edit_pipeline
     side = model.config.thumbnail
     thumb = image.convert("RGB").resize((side, side), Image.Resampling.BOX)
-    tok = pipe.tokenizer([instruction], padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
-    te = pipe.text_encoder
-    states = te(tok.input_ids.to(te.device))[0]
+    states, mask = encode_text(models.edit_pipeline, [instruction])
     param = next(model.parameters())
     x = pil_to_tensor(thumb).to(param.device, param.dtype)
-    p = model.predict(x, states.to(x), tok.attention_mask.to(x.device))
+    p = model.predict(x, states.to(x), mask.to(x.device))
     return LookPrediction(p.probability.float().cpu(), p.matrix.float().cpu(), p.offset.float().cpu())
 
 

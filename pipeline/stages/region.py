@@ -13,6 +13,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 REGION_THRESHOLD = 0.5
+TEXT_LENGTH = 32  # tokens of the instruction the region and look models read (the editor's own encoder)
+
+
+@torch.no_grad()
+def encode_text(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states of the editor's text encoder and their attention mask (causal: padding never leaks
+    back), as the edit-region and look models read them in training and at run time."""
+    tok = pipe.tokenizer(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
+    te = pipe.text_encoder
+    states = te(tok.input_ids.to(te.device))[0]
+    return states.float(), tok.attention_mask.to(states.device)
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -26,15 +37,11 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 @torch.no_grad()
 def learned_region(model, pipe, image: Image.Image, instruction: str, edit_size: tuple[int, int]) -> torch.Tensor:
     """The edit-region model at half the edit size, upsampled to the edit size: (1, 1, h, w) in [0, 1]."""
-    from pipeline.train.edit_region import TEXT_LENGTH
-
     w, h = edit_size
     small = image.resize((max(8, w // 2), max(8, h // 2)), Image.Resampling.LANCZOS)
-    tok = pipe.tokenizer([instruction], padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
-    te = pipe.text_encoder
-    states = te(tok.input_ids.to(te.device))[0]
+    states, mask = encode_text(pipe, [instruction])
     x = pil_to_tensor(small).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)
-    p = model.probabilities(x, states.to(x), tok.attention_mask.to(x.device))
+    p = model.probabilities(x, states.to(x), mask.to(x.device))
     return F.interpolate(p.float().cpu(), size=(h, w), mode="bilinear", align_corners=False)
 
 

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 from pipeline import synthedit as se
 from pipeline.models import EditRegionModel
+from pipeline.stages.region import encode_text
 from pipeline.train.common import Budget, Checkpoint, Postfix, device, seed_everything, train_loop
 from pipeline.train.data import edit_size
 from pipeline.train.photos import photo_count, region_rows
 
 ABSENT_SHARE = 0.08
-TEXT_LENGTH = 32
 REGION_RESOLUTION = 64  # half the edit size: 4x cheaper to train, shapes still 15-30 px across
 
 
@@ -61,15 +61,6 @@ def build_pool(seeds: list[int], absent_share: float, seed: int, nouns: str = "t
     jobs = [(s, bool(rng.random() < absent_share), nouns) for s in seeds]
     with Pool(workers) as pool:
         return pool.map(_render, jobs, chunksize=64)
-
-
-@torch.no_grad()
-def encode_text(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token states of the editor's text encoder and their attention mask (causal: padding never leaks back)."""
-    tok = pipe.tokenizer(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
-    te = pipe.text_encoder
-    states = te(tok.input_ids.to(te.device))[0]
-    return states.float(), tok.attention_mask.to(states.device)
 
 
 def tensors(rows: list, pipe) -> dict:

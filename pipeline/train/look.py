@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import photoedit as pe
 from pipeline import photos
 from pipeline import synthedit as se
 from pipeline.models.look import LookModel, LookPrediction
+from pipeline.stages.region import encode_text
 from pipeline.train.common import Budget, Checkpoint, Postfix, device, psnr, seed_everything, train_loop
-from pipeline.train.edit_region import encode_text
+from pipeline.train.photos import photo_examples
 
 PHOTO_SIDE = 640     # photos are decoded once and reduced to this long side before windows are cut
 LOOK_WEIGHT = 100.0  # the colour-map MSE (in [0, 1] units) against the gate's BCE
@@ -38,16 +38,9 @@ def synthedit_rows(split: str, n: int, side: int) -> list[tuple]:
 
 def photo_rows(split: str, n: int, side: int, seed: int) -> list[tuple]:
     """n PhotoEdit examples spread over the split's photos (train photos only ever reach training)."""
-    pool = photos.load_pool(split=split)
-    rows = []
-    for k, p in enumerate(pool):
-        image = photos.open_photo(str(p.file()))
-        image.thumbnail((PHOTO_SIDE, PHOTO_SIDE))
-        for i in range(n // len(pool) + (k < n % len(pool))):
-            ex = pe.sample(image, p.id, seed * 1_000_003 + i)
-            rows.append((np.asarray(ex.source(side, side)), np.asarray(ex.target(side, side)), ex.instruction,
-                         ex.look is not None, f"photo:{ex.look or ex.family}"))
-    return rows
+    return [(np.asarray(ex.source(side, side)), np.asarray(ex.target(side, side)), ex.instruction,
+             ex.look is not None, f"photo:{ex.look or ex.family}")
+            for ex in photo_examples(n, seed, split, max_side=PHOTO_SIDE)]
 
 
 def tensors(rows: list[tuple], pipe) -> dict:

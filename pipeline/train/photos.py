@@ -46,8 +46,9 @@ def photo_count(args: argparse.Namespace) -> int:
     return n if photos.load_pool(split="train") else 0
 
 
-def _examples(n: int, seed: int, split: str = "train"):
-    """n PhotoEdit examples spread evenly over the split's photos (one decode per photo)."""
+def photo_examples(n: int, seed: int, split: str = "train", max_side: int | None = None):
+    """n PhotoEdit examples spread evenly over the split's photos (one decode per photo); with
+    `max_side`, cut from a copy of each photo reduced to that long side (fast for thumbnails)."""
     pool = photos.load_pool(split=split)
     if not pool or n <= 0:
         return
@@ -55,6 +56,9 @@ def _examples(n: int, seed: int, split: str = "train"):
     per[: n % len(pool)] += 1
     for p, k in zip(pool, per):
         image = photos.open_photo(str(p.file()))
+        if max_side is not None:
+            image = image.copy()  # the decode is cached and shared: reduce a copy
+            image.thumbnail((max_side, max_side))
         for i in range(int(k)):
             yield pe.sample(image, p.id, seed * 1_000_003 + i)
 
@@ -63,7 +67,7 @@ def edit_triples(n: int, seed: int = 0) -> dict:
     """{(w, h): dict(src, tgt, text, family, art)} like the editor's SynthEdit pool (art all False)."""
     groups: dict[tuple[int, int], dict] = {}
     bar = progress_bar(n, 0, "render photo pool")
-    for ex in _examples(n, seed):
+    for ex in photo_examples(n, seed):
         w, h = edit_size(ex.aspect)
         g = groups.setdefault((w, h), {"src": [], "tgt": [], "text": [], "family": [], "art": []})
         g["src"].append(np.asarray(ex.source(w, h)))
@@ -83,7 +87,7 @@ def region_rows(n: int, seed: int = 0, split: str = "train", *, resolution: int,
     """Rows of the edit-region pool: (source at `resolution`, mask, instruction, family, kind map, named
     kind); `kind_of` is the region trainer's label of the named thing (passed in: this module is data)."""
     rows = []
-    for ex in _examples(n, seed + 101, split):
+    for ex in photo_examples(n, seed + 101, split):
         w, h = edit_size(ex.aspect, resolution, 16)
         image = np.asarray(ex.source(w, h))
         if ex.scene is None:
