@@ -87,5 +87,4 @@ def build_untrained(tokenizer_dir: str | Path, seed: int = 0) -> dict:
         "scheduler": edit_scheduler(), "projector": projector(), "upscaler": upscaler_unet(),
         "upscaler_scheduler": upscaler_scheduler(), "detector": detector(), "edit_region": edit_region(),
         "look": look(),
-        "look": look(),
     }
