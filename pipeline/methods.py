@@ -19,17 +19,20 @@ import torch.nn.functional as F
 
 from pipeline.model_set import ModelSet
 from pipeline.report import RunMeter
-from pipeline.stages.compose import Origins, compose, decide_origins, dilate, guided_upsample, luma, upsample
+from pipeline.stages.compose import (Origins, colour_support, compose, decide_origins, dilate, guided_upsample, luma,
+                                     upsample)
 from pipeline.stages.edit import KeepOutside, decode_image, edit_latent, source_latent, standard_size
 from pipeline.stages.look import LOOK_THRESHOLD, apply_look, predict_look
 from pipeline.stages.projection import project
-from pipeline.stages.region import REGION_THRESHOLD, edit_region
+from pipeline.stages.region import REGION_THRESHOLD, EditRegion, edit_region
 from pipeline.stages.transfer import fit_affine_colour, fit_residual
 from pipeline.costs import MemoryPlan, OverBudget, estimate_direct_edit, plan_memory
 from pipeline.stages.upscale import decode_tiled, decode_window
 from pipeline.tiling import plan_tiles, restrict_to, run_tiled
 
 Progress = Callable[[str, int, int], None]
+CORE_THRESHOLD = 0.9  # the region's confident core, whose colours say what the region is made of
+NEW_EDGE_GAIN = 4.0  # a new shape's soft border, upsampled from the region size, steepened this much (validation: see README)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class EditJob:
     progress: Progress = lambda stage, done, total: None
     origins: str = "auto"  # mobilepicasso ablation: "edit" (mask only), "transfer" (no generative path), "auto"
     use_look: bool = True  # mobilepicasso ablation: False sends global looks through the editor too
+    use_colour_map: bool = True  # mobilepicasso ablation: False ignores the region model's colour map
     memo: dict | None = None  # shared by several methods on one input: the edit stage runs once per setting
     details: dict[str, Any] = field(default_factory=dict)  # method-specific report fields
 
@@ -174,6 +178,33 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndar
     return ((pixels[0, :, :h, :w].float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
+def _region_colour_map(job: EditJob, found: EditRegion) -> Image.Image:
+    """A recolour, a new background or an added flat shape: the region model's colour map of the region
+    applied to the full-resolution source inside it. Neither the editor nor the upscaler runs."""
+    size = job.edit_size
+    with job.meter.stage("transfer"):
+        small = _pixels01(job.image.resize(size, Image.Resampling.LANCZOS))
+        inside_mask = (found.mask > REGION_THRESHOLD).float()[0, 0].numpy()
+        origins = Origins(region=inside_mask, generative=np.zeros_like(inside_mask))
+        source = source_at_output(job)
+        window = origins.bounds(job.output_size)
+        x0, y0, x1, y1 = window
+        crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
+        if found.adds_new >= 0.5:  # a new shape: its border is the region's own, sharpened at the output size
+            soft = upsample(found.mask[0, 0].numpy(), job.output_size, window)
+            region_full = np.clip((soft - REGION_THRESHOLD) * NEW_EDGE_GAIN + 0.5, 0.0, 1.0)
+        else:  # a thing already there: the source's edges, and only the colours of the region's core
+            small_hwc = small[0].permute(1, 2, 0).numpy()
+            region_full = guided_upsample(origins.region, luma(small_hwc), luma(crop), size=job.output_size, window=window)
+            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop)
+        inside = apply_look(found.colour, crop)
+    job.details["region"] = origins.shares()
+    job.details["note"] = (f"the region is one colour map of the source (p = {float(found.colour.probability):.2f}): "
+                           "the region model's map applied to the source inside it; no editor or upscaler run")
+    with job.meter.stage("compose"):
+        return Image.fromarray(compose(source, region_full, inside, window))
+
+
 def mobilepicasso(job: EditJob) -> Image.Image:
     """Edit only what the instruction names; keep every other pixel of the source; spend the upscaler
     only where the edit made something new (see `pipeline.stages.compose`). A global tone look, where
@@ -191,11 +222,14 @@ def mobilepicasso(job: EditJob) -> Image.Image:
             with job.meter.stage("transfer"):
                 return Image.fromarray(apply_look(look, source_at_output(job)))
     with job.meter.stage("region"):
-        region = edit_region(models, job.image, job.instruction, size, generator=job.generator())
+        found = edit_region(models, job.image, job.instruction, size, generator=job.generator())
+    region = found.mask
     if not bool((region > REGION_THRESHOLD).any()):
         job.details["region"] = {"source": 1.0, "transfer": 0.0, "generative": 0.0}
         job.details["note"] = "the instruction names nothing found in the image: the source is returned unchanged"
         return Image.fromarray(source_at_output(job))
+    if job.use_colour_map and job.origins != "edit" and found.is_colour_map:
+        return _region_colour_map(job, found)
     keep = None
     if info.blend_latents:
         f = info.latent_factor
@@ -215,6 +249,8 @@ def mobilepicasso(job: EditJob) -> Image.Image:
         crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
         region_full = guided_upsample(origins.region, luma(small[0].permute(1, 2, 0).numpy()), luma(crop),
                                       size=job.output_size, window=window)
+        if found.colour is not None and found.adds_new < 0.5:  # a learned region: keep to the named thing's colours
+            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small[0].permute(1, 2, 0).numpy(), crop)
         if job.origins == "edit":  # ablation: the mask alone, the decoded edit resized inside it
             inside = np.asarray(edited.resize(job.output_size, Image.Resampling.BICUBIC), np.float32)[y0:y1, x0:x1] / 255.0
         else:

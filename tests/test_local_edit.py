@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 
 from pipeline import edit, synthedit
 from pipeline.model_sets import load_model_set
-from pipeline.stages.compose import compose, decide_origins, guided_upsample, luma
+from pipeline.stages.compose import colour_support, compose, decide_origins, guided_upsample, luma
 from pipeline.stages.edit import KeepOutside, edit_latent, source_latent
 from pipeline.stages.region import diffedit_region
 from pipeline.stages.transfer import fit_affine_colour
@@ -172,10 +173,48 @@ def test_a_look_is_one_colour_map_of_the_full_resolution_source_within_one_level
     assert np.abs(out.astype(np.float32) - np.clip(truth * 255, 0, 255)).max() <= 1.0
 
 
-def test_use_look_false_sends_a_look_through_the_editor():
+def test_use_look_false_sends_a_look_to_the_region_path_and_then_the_editor():
     ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50)) if e.family == "global")
     src = ex.source(*ex.size(256))
     looked = edit(src, "make it night", size=src.size, models="mini")
-    edited = edit(src, "make it night", size=src.size, models="mini", use_look=False)
+    mapped = edit(src, "make it night", size=src.size, models="mini", use_look=False)
+    edited = edit(src, "make it night", size=src.size, models="mini", use_look=False, use_colour_map=False)
     assert looked.report.note.startswith("a global look") and "edit" not in looked.report.stage_seconds
-    assert not (edited.report.note or "").startswith("a global look") and "edit" in edited.report.stage_seconds
+    assert mapped.report.note.startswith("the region is one colour map") and mapped.report.region["source"] < 0.05
+    assert not (edited.report.note or "").startswith(("a global look", "the region")) and "edit" in edited.report.stage_seconds
+
+
+def test_a_recolour_is_the_region_colour_map_without_the_editor():
+    ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50)) if e.family == "recolour")
+    w, h = ex.size(512)
+    src = ex.source(w, h)
+    mapped = edit(src, ex.instruction, size=(w, h), models="mini")
+    edited = edit(src, ex.instruction, size=(w, h), models="mini", use_colour_map=False)
+    assert mapped.report.note.startswith("the region is one colour map") and "edit" not in mapped.report.stage_seconds
+    assert "edit" in edited.report.stage_seconds and not (edited.report.note or "").startswith("the region")
+    near = ndimage.binary_dilation(ex.edit_mask(w, h), iterations=12)
+    same = (np.asarray(mapped.image) == np.asarray(src)).all(-1)
+    assert same[~near].mean() > 0.99  # the source's bytes away from the named shape
+
+
+def test_a_removal_is_not_a_colour_map():
+    ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50)) if e.family == "remove")
+    src = ex.source(*ex.size(256))
+    removed = edit(src, ex.instruction, size=src.size, models="mini")
+    assert "edit" in removed.report.stage_seconds and not (removed.report.note or "").startswith("the region")
+
+
+def test_colour_support_keeps_to_the_named_things_colours():
+    rng = np.random.default_rng(0)
+    small = np.empty((32, 32, 3), np.float32)
+    small[:] = (0.15, 0.5, 0.5) + rng.normal(0, 0.03, (32, 32, 3))  # a textured teal background
+    small[:, 12:] = (0.86, 0.16, 0.16)  # a flat red shape; the core spilled onto the background (3/8 of it)
+    crop = np.repeat(np.repeat(small, 8, 0), 8, 1)
+    shape = colour_support(np.ones((32, 32), bool), small, crop)
+    assert shape[:, 100:].min() == 1 and shape[:, :90].max() == 0
+    background = colour_support(np.arange(32)[None].repeat(32, 0) < 12, small, crop.copy())
+    striped = crop.copy()
+    striped[40:44, :90] = 0.96  # a thin white stripe, invisible at the core's size
+    background_striped = colour_support(np.arange(32)[None].repeat(32, 0) < 12, small, striped)
+    assert background[:, :90].mean() > 0.98 and background[:, 100:].max() == 0
+    assert background_striped[40:44, :90].max() == 0

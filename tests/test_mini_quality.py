@@ -153,6 +153,17 @@ def test_edit_region_iou_floors(models):
         assert ious[family] >= floor, ious
 
 
+def test_region_colour_map_ceilings(models):
+    from pipeline.train.edit_region import build_pool, colour_by_family, tensors
+
+    data = tensors(build_pool(se.split_seeds("test", 150), 0.0, 0, workers=1), models.edit_pipeline)
+    colour = colour_by_family(models.edit_region, data)
+    for family, (ceiling, floor) in COLOUR_MAP_LIMITS.items():
+        error, accuracy = colour[family]
+        assert accuracy >= floor, colour
+        assert family == "remove" or error <= ceiling, colour
+
+
 def test_local_edit_beats_bicubic_and_keeps_the_unedited_region():
     from pipeline import edit
 

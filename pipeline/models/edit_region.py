@@ -11,11 +11,20 @@ A text-conditioned segmentation U-Net at the edit size. Two design choices carry
   product of its embedding with an embedding of the instruction, so every pixel is compared with
   the words directly (FiLM alone mostly learned "all shapes" for "the circle" in the same steps).
 - **A text-placed prior**: "add a star in the top left" names a region no pixel shows yet; the
-  instruction predicts a coarse map over the frame (linear in the text, upsampled) added to the logits.
+  instruction (pooled by its own queries) and the frame's aspect predict a coarse map over the frame
+  (an MLP, upsampled) added to the logits. It reads no pixel, so it is trained on its own batches of
+  edits that add something: a place and a shape said only in words are learned in minutes.
 - **Concept matching**: heads for the concept under each pixel and the concept the instruction
   names (trained on dense labels where the data has them: SynthEdit's shape kinds) add -log(1 - p)
   for the probability p that the two agree, so "the circle" selects circles as soon as each side
   knows its concepts; the term only ever selects, and a per-instruction gate can turn it off.
+- **The region's colour map**: a recolour, a new background or an added shape makes the region one
+  affine colour map of the source (a flat new colour is the map with a zero matrix). A head reads the
+  instruction and the region's pooled features and colours and predicts that 3x4 map and whether the
+  edit *is* such a map (not for "remove", whose region needs new structure). Like the look model,
+  the map is applied to the full-resolution source, so the 16x16 latent of the editor never has to
+  carry the new colour. One more per-instruction head says whether the edit adds something new
+  (its region's border is then its own, not an edge of the source).
 The U-Net runs at half the edit size; a short full-resolution head sharpens the borders.
 """
 from __future__ import annotations
@@ -25,6 +34,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from pipeline.models.look import LookPrediction
 
 
 class FiLMBlock(nn.Module):
@@ -57,7 +68,9 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (32, 64, 128),
         embedding_dim: int = 32,
         aux_classes: int = 7,
-        place_grid: int = 8,
+        place_grid: int = 16,
+        place_hidden: int = 256,
+        colour_hidden: int = 128,
     ):
         super().__init__()
         self.query_tokens = nn.Parameter(torch.randn(queries, text_dim) * text_dim ** -0.5)
@@ -71,39 +84,74 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         self.head = FiLMBlock(chans[0] + stem_channels, stem_channels, cond_dim)
         self.pixel_embedding = nn.Conv2d(stem_channels, embedding_dim, 1)
         self.text_embedding = nn.Linear(cond_dim, embedding_dim + 1)  # the query and a per-instruction bias
-        self.place = nn.Linear(cond_dim, place_grid * place_grid)  # a coarse per-instruction map over the frame
-        nn.init.zeros_(self.place.weight)
-        nn.init.zeros_(self.place.bias)
+        # a coarse per-instruction map over the frame, from the text and the frame's log aspect
+        self.place_queries = nn.Parameter(torch.randn(queries, text_dim) * text_dim ** -0.5)
+        self.place_pool = nn.MultiheadAttention(text_dim, num_heads=4, batch_first=True)
+        self.place = nn.Sequential(nn.Linear(queries * text_dim + 1, place_hidden), nn.SiLU(),
+                                   nn.Linear(place_hidden, place_hidden), nn.SiLU(),
+                                   nn.Linear(place_hidden, place_grid * place_grid))
+        nn.init.zeros_(self.place[-1].weight)
+        nn.init.zeros_(self.place[-1].bias)
         self.pixel_kinds = nn.Conv2d(stem_channels, aux_classes, 1)
         self.text_kinds = nn.Linear(cond_dim, aux_classes)
         self.match_gain = nn.Parameter(torch.ones(()))
         self.match_gate = nn.Linear(cond_dim, 1)  # per instruction: does it name something already there?
         nn.init.zeros_(self.match_gate.weight)
         nn.init.constant_(self.match_gate.bias, 2.0)
+        self.colour_mlp = nn.Sequential(nn.Linear(cond_dim + stem_channels + 6, colour_hidden), nn.SiLU(),
+                                        nn.Linear(colour_hidden, colour_hidden), nn.SiLU())
+        self.is_colour_map = nn.Linear(colour_hidden, 1)
+        self.adds_new = nn.Linear(cond_dim, 1)
+        self.colour_map = nn.Linear(colour_hidden, 12)
+        nn.init.zeros_(self.colour_map.weight)  # start at the identity map
+        with torch.no_grad():
+            self.colour_map.bias.copy_(torch.cat([torch.eye(3).flatten(), torch.zeros(3)]))
 
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this (the stem's stride times the U-Net's pooling)."""
         return 2 ** len(self.config.block_out_channels)
 
+    @staticmethod
+    def _pool(queries: torch.Tensor, pool: nn.MultiheadAttention, text_states: torch.Tensor,
+              text_mask: torch.Tensor | None) -> torch.Tensor:
+        q = queries[None].expand(text_states.shape[0], -1, -1)
+        pad = None if text_mask is None else ~text_mask.bool()
+        pooled, _ = pool(q, text_states, text_states, key_padding_mask=pad, need_weights=False)
+        return pooled.flatten(1)
+
     def condition(self, text_states: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pool the instruction's token states (B, L, D) into one conditioning vector per image."""
-        q = self.query_tokens[None].expand(text_states.shape[0], -1, -1)
-        pad = None if text_mask is None else ~text_mask.bool()
-        pooled, _ = self.pool(q, text_states, text_states, key_padding_mask=pad, need_weights=False)
-        return self.cond(pooled.flatten(1))
+        return self.cond(self._pool(self.query_tokens, self.pool, text_states, text_mask))
 
-    def placed_prior(self, cond: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The instruction's coarse map over the frame, upsampled to `size` (h, w): (B, h, w)."""
+    def placed_prior(self, text_states: torch.Tensor, text_mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+        """The instruction's coarse map over a frame of `size` (h, w), upsampled to it: (B, 1, h, w) logits."""
         g = self.config.place_grid
-        grid = self.place(cond).view(-1, 1, g, g)
-        return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
+        pooled = self._pool(self.place_queries, self.place_pool, text_states, text_mask)
+        aspect = torch.full_like(pooled[:, :1], float(torch.log(torch.tensor(size[1] / size[0]))))
+        grid = self.place(torch.cat([pooled, aspect], dim=1)).view(-1, 1, g, g)
+        return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
+
+    def region_colour(self, features: torch.Tensor, image: torch.Tensor, cond: torch.Tensor,
+                      weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Is-a-colour-map logits (B,) and the region's affine colour map (B, 3, 3), (B, 3) on colours in
+        [0, 1], from the features and colours pooled over `weights` (B, 1, H, W), the soft region."""
+        total = weights.flatten(1).sum(1).clamp_min(1e-3)[:, None]
+        rgb = (image + 1) / 2
+        mean = (rgb * weights).flatten(2).sum(2) / total
+        std = ((rgb - mean[..., None, None]) ** 2 * weights).flatten(2).sum(2).div(total).clamp_min(1e-6).sqrt()
+        pooled = (features * weights).flatten(2).sum(2) / total
+        h = self.colour_mlp(torch.cat([cond, pooled, mean, std], dim=1))
+        params = self.colour_map(h)
+        return self.is_colour_map(h)[:, 0], params[:, :9].view(-1, 3, 3), params[:, 9:]
 
 
     def forward(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None,
-                return_aux: bool = False):
-        """Edit-region logits (B, 1, H, W) for images in [-1, 1] (B, 3, H, W); with `return_aux` also the
-        auxiliary per-pixel kind logits (B, K, H, W) and named-kind logits (B, K)."""
+                return_aux: bool = False, colour_weights: torch.Tensor | None = None):
+        """Edit-region logits (B, 1, H, W) for images in [-1, 1] (B, 3, H, W). With `return_aux` also the
+        auxiliary per-pixel kind logits (B, K, H, W), named-kind logits (B, K), the region's colour map
+        (`region_colour`, pooled over `colour_weights`, default the predicted region) and the logits (B,)
+        of "the edit adds something new"."""
         b, _, h, w = image.shape
         ys = torch.linspace(-1, 1, h, device=image.device, dtype=image.dtype)
         xs = torch.linspace(-1, 1, w, device=image.device, dtype=image.dtype)
@@ -129,15 +177,33 @@ class EditRegionModel(ModelMixin, ConfigMixin):
         # -log(1 - agree): 0 where the concepts disagree, large where they agree, so the term can only
         # select pixels; the negative baseline comes from the other terms
         match = -torch.log1p(-agree)
-        logits = (what + self.placed_prior(cond, (h, w)) + gate * self.match_gain * match)[:, None]
+        logits = (what + gate * self.match_gain * match)[:, None] + self.placed_prior(text_states, text_mask, (h, w))
         if return_aux:
-            return logits, pixel_kinds, text_kinds
+            weights = torch.sigmoid(logits) if colour_weights is None else colour_weights
+            return (logits, pixel_kinds, text_kinds, self.region_colour(features, image, cond, weights),
+                    self.adds_new(cond)[:, 0])
         return logits
+
+    def _padded(self, image: torch.Tensor) -> torch.Tensor:
+        """`image` padded (replicated) to the network's multiple."""
+        m = self.multiple
+        ph, pw = (-image.shape[-2]) % m, (-image.shape[-1]) % m
+        return F.pad(image, (0, pw, 0, ph), mode="replicate") if ph or pw else image
 
     def probabilities(self, image: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Soft edit region in [0, 1]; pads to the network's multiple and crops back."""
-        m = self.multiple
         h, w = image.shape[-2:]
-        ph, pw = (-h) % m, (-w) % m
-        padded = F.pad(image, (0, pw, 0, ph), mode="replicate") if ph or pw else image
-        return torch.sigmoid(self(padded, text_states, text_mask))[..., :h, :w]
+        return torch.sigmoid(self(self._padded(image), text_states, text_mask))[..., :h, :w]
+
+    def predict(self, image: torch.Tensor, text_states: torch.Tensor,
+                text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, LookPrediction, torch.Tensor]:
+        """The soft edit region (B, 1, H, W), the region's colour map (with P(the edit is one)) and
+        P(the edit adds something new) (B,)."""
+        h, w = image.shape[-2:]
+        padded = self._padded(image)
+        inside = torch.zeros_like(padded[:, :1])
+        inside[..., :h, :w] = 1  # the colour map pools over the image, not its padding
+        logits = self(padded, text_states, text_mask)
+        region = torch.sigmoid(logits) * inside
+        *_, (is_map, matrix, offset), adds = self(padded, text_states, text_mask, return_aux=True, colour_weights=region)
+        return region[..., :h, :w], LookPrediction(torch.sigmoid(is_map), matrix, offset), torch.sigmoid(adds)

@@ -1,8 +1,10 @@
 """At the output size every pixel has one of three origins, decided at the edit size from evidence:
 
 - **source**: outside the edit region the output is the source's own pixel (bit for bit);
-- **transfer**: inside it, where the edit is a local colour map of the source (the affine fit's
-  residual is small), the map applied to the full-resolution source (`pipeline.stages.transfer`);
+- **transfer**: inside it, where the edit is a colour map of the source, the map applied to the
+  full-resolution source: the region model's own prediction of the region's map where the set
+  has one and says the edit is one, else local maps fitted between the source and its edit where
+  the fit's residual is small (`pipeline.stages.transfer`);
 - **generative**: where the edit drew new structure (the residual is large), the learned
   projection, one-step SR over the tiles that region touches, and a tiled decode of those tiles.
 
@@ -85,6 +87,30 @@ def guided_upsample(mask: np.ndarray, guide_small: np.ndarray, guide: np.ndarray
     out = np.clip(out, 0.0, 1.0, out=out)
     out[out < 1 / 512] = 0.0
     return out
+
+
+def colour_support(core: np.ndarray, small: np.ndarray, crop: np.ndarray, ridge: float = 0.06,
+                   inner: float = 3.0, outer: float = 5.0, sample: int = 2000, fraction: float = 0.5) -> np.ndarray:
+    """How far each pixel of `crop` (H, W, 3) in [0, 1] belongs, by its colour, to the region whose
+    confident core `core` (h, w) bool is given at the edit size over `small` (h, w, 3): 1 within `inner`
+    Mahalanobis units of the core's colours, 0 beyond `outer`, linear between. The colours' location
+    and covariance (plus `ridge`^2) are the minimum covariance determinant estimate (Rousseeuw 1984):
+    the most compact half of the core, so a core that spilled onto a neighbouring shape or between
+    stripes still describes the thing named. The 64-px region model cannot resolve a thin white
+    stripe inside a background; a map fitted to the background must not reach it."""
+    from sklearn.covariance import MinCovDet
+
+    px = small[core].astype(np.float64)
+    if len(px) < 8:
+        return np.ones(crop.shape[:2], np.float32)
+    if len(px) > sample:  # a fixed subsample: the estimate is deterministic and cheap
+        px = px[np.random.default_rng(0).choice(len(px), sample, replace=False)]
+    # dequantised (uniform within one 8-bit level): a flat shape's colours are otherwise one point
+    mcd = MinCovDet(support_fraction=fraction, random_state=0).fit(px + np.random.default_rng(1).uniform(-0.5, 0.5, px.shape) / 255)
+    inv = np.linalg.inv(mcd.covariance_ + ridge ** 2 * np.eye(3)).astype(np.float32)
+    d = crop - mcd.location_.astype(np.float32)
+    dist = np.sqrt(np.einsum("hwc,cd,hwd->hw", d, inv, d))
+    return np.clip((outer - dist) / (outer - inner), 0.0, 1.0)
 
 
 def upsample(mask: np.ndarray, size: tuple[int, int], window: Box | None = None) -> np.ndarray:

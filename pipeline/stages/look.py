@@ -34,7 +34,8 @@ def predict_look(models, image: Image.Image, instruction: str) -> LookPrediction
 
 
 def apply_look(look: LookPrediction, pixels: np.ndarray) -> np.ndarray:
-    """The look's colour map on uint8 pixels (H, W, 3), rounded and saturated to uint8 (OpenCV's
-    per-pixel matrix transform: no float copy of a 4K frame is made)."""
-    m = np.concatenate([look.matrix[0].numpy(), 255.0 * look.offset[0].numpy()[:, None]], axis=1)
+    """The look's colour map on pixels (H, W, 3): uint8, rounded and saturated to uint8 (OpenCV's
+    per-pixel matrix transform: no float copy of a 4K frame is made), or float32 in [0, 1], unclipped."""
+    scale = 255.0 if pixels.dtype == np.uint8 else 1.0
+    m = np.concatenate([look.matrix[0].numpy(), scale * look.offset[0].numpy()[:, None]], axis=1)
     return cv2.transform(np.ascontiguousarray(pixels), m.astype(np.float64))

@@ -1,18 +1,25 @@
 """Where the instruction asks for a change: a soft edit-region mask at the edit size.
 
 Every model set has one:
-- a learned `EditRegionModel` where the set ships one (mini), run at half the edit size;
+- a learned `EditRegionModel` where the set ships one (mini), run at half the edit size; it also
+  predicts the region's colour map (a recolour, a new background or an added flat shape is one
+  affine colour map of the source inside the region) and whether the edit is one;
 - otherwise a training-free mask from the edit U-Net itself (DiffEdit, Couairon et al. 2023, as
   ZONE does for InstructPix2Pix): the contrast of its predictions with and without the
   instruction on noised copies of the source, averaged over a few noise draws.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline.models.look import LookPrediction
+
 REGION_THRESHOLD = 0.5
+COLOUR_MAP_THRESHOLD = 0.5
 TEXT_LENGTH = 32  # tokens of the instruction the region and look models read (the editor's own encoder)
 
 
@@ -34,15 +41,31 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return arr.permute(2, 0, 1)[None] / 127.5 - 1
 
 
+@dataclass
+class EditRegion:
+    """Where the instruction asks for a change, and (where the set predicts one) its colour map."""
+
+    mask: torch.Tensor                 # (1, 1, h, w) in [0, 1] at the edit size
+    colour: LookPrediction | None = None
+    adds_new: float = 0.0              # P(the edit adds something new: its border is not the source's)
+
+    @property
+    def is_colour_map(self) -> bool:
+        """The edit is one colour map of the source inside the region (no editor needed)."""
+        return self.colour is not None and float(self.colour.probability) >= COLOUR_MAP_THRESHOLD
+
+
 @torch.no_grad()
-def learned_region(model, pipe, image: Image.Image, instruction: str, edit_size: tuple[int, int]) -> torch.Tensor:
-    """The edit-region model at half the edit size, upsampled to the edit size: (1, 1, h, w) in [0, 1]."""
+def learned_region(model, pipe, image: Image.Image, instruction: str, edit_size: tuple[int, int]) -> EditRegion:
+    """The edit-region model at half the edit size, its mask upsampled to the edit size."""
     w, h = edit_size
     small = image.resize((max(8, w // 2), max(8, h // 2)), Image.Resampling.LANCZOS)
     states, mask = encode_text(pipe, [instruction])
     x = pil_to_tensor(small).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)
-    p = model.probabilities(x, states.to(x), mask.to(x.device))
-    return F.interpolate(p.float().cpu(), size=(h, w), mode="bilinear", align_corners=False)
+    p, c, adds = model.predict(x, states.to(x), mask.to(x.device))
+    colour = LookPrediction(c.probability.float().cpu(), c.matrix.float().cpu(), c.offset.float().cpu())
+    return EditRegion(F.interpolate(p.float().cpu(), size=(h, w), mode="bilinear", align_corners=False), colour,
+                      float(adds))
 
 
 @torch.no_grad()
@@ -73,9 +96,9 @@ def diffedit_region(
 
 
 def edit_region(models, image: Image.Image, instruction: str, edit_size: tuple[int, int], *,
-                generator: torch.Generator) -> torch.Tensor:
-    """The set's edit-region mask for this instruction at the edit size, (1, 1, h, w) in [0, 1]."""
+                generator: torch.Generator) -> EditRegion:
+    """The set's edit region for this instruction at the edit size."""
     pipe = models.edit_pipeline
     if models.edit_region is not None:
         return learned_region(models.edit_region, pipe, image, instruction, edit_size)
-    return diffedit_region(pipe, image, instruction, edit_size, generator=generator)
+    return EditRegion(diffedit_region(pipe, image, instruction, edit_size, generator=generator))

@@ -4,8 +4,11 @@ Targets: recolour/remove the named shape, add where the new shape goes, backgrou
 background, global everything; plus a share of instructions that name something the scene lacks,
 whose target is empty (the pipeline then returns the source unchanged). Inputs are sources at half
 the edit size the editor sees (1:1, 16:9 and 4:3 buckets); the loss is BCE + soft Dice, plus auxiliary
-cross-entropies of the shape kind under every pixel and of the kind the instruction names. The text
-encoder is the editor's own, frozen, so the region model adds no vocabulary of its own.
+cross-entropies of the shape kind under every pixel and of the kind the instruction names, BCE + Dice
+of the placed prior alone on the edits that add something (where is said only in words), BCE of
+"the edit adds something new", and, for the region's colour map, the L1 error of the predicted map applied to the source against the target
+inside the true region and a BCE of whether the edit is such a map (every family but remove). The
+text encoder is the editor's own, frozen, so the region model adds no vocabulary of its own.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from pipeline import synthedit as se
 from pipeline.models import EditRegionModel
@@ -35,21 +39,22 @@ def named_kind(thing: str | None) -> int:
 
 
 def region_example(seed: int, absent: bool = False, nouns: str = "train") -> tuple:
-    """(source uint8 at the region size, edit mask bool, instruction, family, kind map int8, named kind)."""
+    """(source uint8 at the region size, edit mask bool, instruction, family, kind map int8, named kind,
+    target uint8)."""
     ex = se.sample(seed)
     w, h = edit_size(ex.source_scene.aspect, REGION_RESOLUTION, 16)
     image = np.asarray(ex.source(w, h))
     kinds = se.kind_map(ex.source_scene, w, h)
     if absent:
         instruction, thing = se.absent_instruction(ex, se._rng("absent", seed), nouns)
-        return image, np.zeros((h, w), bool), instruction, "absent", kinds, named_kind(thing)
+        return image, np.zeros((h, w), bool), instruction, "absent", kinds, named_kind(thing), image
     if ex.family in ("recolour", "remove"):
         thing = (ex.removed or ex.target_scene.shapes[ex.changed[0]]).kind if ex.family == "remove" or ex.changed else None
     elif ex.family == "add":
         thing = ex.target_scene.shapes[ex.changed[0]].kind
     else:
         thing = None
-    return image, ex.edit_mask(w, h), ex.instruction, ex.family, kinds, named_kind(thing)
+    return image, ex.edit_mask(w, h), ex.instruction, ex.family, kinds, named_kind(thing), np.asarray(ex.target(w, h))
 
 
 def _render(job: tuple[int, bool, str]):
@@ -65,7 +70,7 @@ def build_pool(seeds: list[int], absent_share: float, seed: int, nouns: str = "t
 
 def tensors(rows: list, pipe) -> dict:
     """Group rows by size into stacked tensors: {size: (images, masks, states, text_mask, families, kind maps,
-    named kinds)}."""
+    named kinds, targets)}."""
     groups = collections.defaultdict(list)
     for row in rows:
         groups[row[0].shape[:2]].append(row)
@@ -76,7 +81,8 @@ def tensors(rows: list, pipe) -> dict:
         states, mask = zip(*(encode_text(pipe, [r[2] for r in items[i:i + 512]]) for i in range(0, len(items), 512)))
         kinds = torch.from_numpy(np.stack([r[4] for r in items])).long()
         named = torch.tensor([r[5] for r in items])
-        out[size] = (x, m, torch.cat(states), torch.cat(mask), [r[3] for r in items], kinds, named)
+        y = torch.from_numpy(np.stack([r[6] for r in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out[size] = (x, m, torch.cat(states), torch.cat(mask), [r[3] for r in items], kinds, named, y)
     return out
 
 
@@ -88,6 +94,29 @@ def region_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 AUX_WEIGHT = 1.0
+PLACE_WEIGHT, COLOUR_WEIGHT, PLACE_BATCH = 1.0, 4.0, 64
+
+
+def base_family(family: str) -> str:
+    """"photo:add" -> "add": photo triples are labelled like their SynthEdit families."""
+    return family.split(":")[-1]
+
+
+def colour_loss(colour: tuple, source: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                families: list[str]) -> torch.Tensor:
+    """L1 of the predicted colour map applied to the source against the target inside the true region
+    (edits that are a colour map), plus BCE of P(the edit is a colour map) (every edit with a region)."""
+    is_map, matrix, offset = colour
+    src01, tgt01 = (source + 1) / 2, (target + 1) / 2
+    mapped = torch.einsum("boi,bihw->bohw", matrix, src01) + offset[..., None, None]
+    label = torch.tensor([base_family(f) not in ("remove", "absent") for f in families], dtype=mask.dtype, device=mask.device)
+    has_region = (mask.flatten(1).sum(1) > 0).to(mask.dtype)
+    err = ((mapped - tgt01).abs() * mask).flatten(1).sum(1) / (3 * mask.flatten(1).sum(1)).clamp_min(1)
+    fit = (err * label * has_region).sum() / (label * has_region).sum().clamp_min(1)
+    bce = (F.binary_cross_entropy_with_logits(is_map, label, reduction="none") * has_region).sum() / has_region.sum().clamp_min(1)
+    return fit + 0.1 * bce
+
+
 
 
 def auxiliary_loss(pixel_kinds: torch.Tensor, text_kinds: torch.Tensor, kinds: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
@@ -114,6 +143,49 @@ def iou_by_family(model: EditRegionModel, data: dict, threshold: float = 0.5) ->
     return {fam: float(np.mean(v)) for fam, v in sorted(scores.items())}
 
 
+@torch.no_grad()
+def colour_by_family(model: EditRegionModel, data: dict) -> dict[str, tuple[float, float]]:
+    """Per family, as the pipeline runs it (the map pooled over the *predicted* region): the mean absolute
+    error in 8-bit levels of the predicted map inside the true region, and the accuracy of P(colour map)."""
+    model.eval()
+    errors, right = collections.defaultdict(list), collections.defaultdict(list)
+    for x, m, states, tmask, fams, *_, y in data.values():
+        for i in range(0, len(x), 64):
+            _, colour, _ = model.predict(x[i:i + 64], states[i:i + 64], tmask[i:i + 64])
+            mapped = colour.apply((x[i:i + 64] + 1) / 2)
+            mask = m[i:i + 64]
+            err = ((mapped - (y[i:i + 64] + 1) / 2).abs() * mask).flatten(1).sum(1) / (3 * mask.flatten(1).sum(1)).clamp_min(1)
+            for fam, e, p, n in zip(fams[i:i + 64], err.tolist(), colour.probability.tolist(), mask.flatten(1).sum(1).tolist()):
+                if n > 0:
+                    family = base_family(fam)
+                    right[fam].append((p > 0.5) == (family != "remove"))
+                    if family != "remove":
+                        errors[fam].append(255 * e)
+    model.train()
+    return {fam: (round(float(np.mean(errors[fam])), 2) if errors[fam] else float("nan"), round(float(np.mean(v)), 3))
+            for fam, v in sorted(right.items())}
+
+
+PLACE_STEPS, PLACE_LR = 1500, 2e-3
+
+
+def fit_placed_prior(model: EditRegionModel, data: dict, adds: dict, rng: np.random.Generator, dev) -> None:
+    """Fit the placed prior alone first: it reads only the instruction, so its own optimiser and batches
+    of additions take it where it has to be in a minute, before the joint steps start."""
+    params = [model.place_queries, *model.place_pool.parameters(), *model.place.parameters()]
+    opt = torch.optim.AdamW(params, lr=PLACE_LR, weight_decay=1e-4)
+    sizes = [s for s in data if len(adds[s])]
+    weights = np.array([len(adds[s]) for s in sizes], float)
+    for _ in range(PLACE_STEPS if sizes else 0):
+        size = sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]
+        x, m, states, tmask = data[size][:4]
+        a = adds[size][torch.from_numpy(rng.integers(0, len(adds[size]), PLACE_BATCH))]
+        loss = region_loss(model.placed_prior(states[a].to(dev), tmask[a].to(dev), tuple(x.shape[-2:])), m[a].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def train(args: argparse.Namespace) -> EditRegionModel:
     from pipeline import mini_architecture as arch
     from pipeline.model_sets import load_local_set
@@ -122,7 +194,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     seed_everything(args.seed)
     pipe = load_local_set(args.out).edit_pipeline
     ckpt = Checkpoint(args.run_dir, "region")
-    pool_path = Path(args.run_dir) / "region" / f"pool-v2-{args.pool}.pt"
+    pool_path = Path(args.run_dir) / "region" / f"pool-v3-{args.pool}.pt"
     if pool_path.is_file():
         rows = torch.load(pool_path, weights_only=False)
     else:
@@ -130,7 +202,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(rows, pool_path)
     n_photos = photo_count(args)
-    photo_path = pool_path.with_name(f"photos-{n_photos}.pt")
+    photo_path = pool_path.with_name(f"photos-v3-{n_photos}.pt")
     if n_photos and photo_path.is_file():
         rows = rows + torch.load(photo_path, weights_only=False)
     elif n_photos:
@@ -144,7 +216,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     model = arch.edit_region().to(dev).train()
     if getattr(args, "init_from", None):  # continue from an earlier run's (or a set's) weights; new parameters start fresh
         init = Path(args.init_from)
-        old = (EditRegionModel.from_pretrained(init / "edit_region").state_dict() if init.is_dir()
+        old = (load_file(init / "edit_region" / "diffusion_pytorch_model.safetensors") if init.is_dir()
                else torch.load(init, map_location="cpu", weights_only=False)["model"])
         new = model.state_dict()
         model.load_state_dict({k: v for k, v in old.items() if k in new and new[k].shape == v.shape}, strict=False)
@@ -154,22 +226,38 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     rng = np.random.default_rng([args.seed, step, 11])
     sizes = list(data)
     weights = np.array([len(data[s][0]) for s in sizes], float)
+    adds = {s: torch.tensor([i for i, f in enumerate(data[s][4]) if base_family(f) == "add"], dtype=torch.long)
+            for s in sizes}
+    if step == 0:
+        fit_placed_prior(model, data, adds, rng, dev)
 
     def batch_loss() -> tuple[torch.Tensor, Postfix]:
-        x, m, states, tmask, _, kinds, named = data[sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]]
+        size = sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]
+        x, m, states, tmask, fams, kinds, named, y = data[size]
         idx = torch.from_numpy(rng.integers(0, len(x), args.batch_size))
-        logits, pixel_kinds, text_kinds = model(x[idx].to(dev), states[idx].to(dev), tmask[idx].to(dev), return_aux=True)
-        loss = region_loss(logits, m[idx].to(dev)) + AUX_WEIGHT * auxiliary_loss(
-            pixel_kinds, text_kinds, kinds[idx].to(dev), named[idx].to(dev))
+        families = [fams[i] for i in idx.tolist()]
+        source, mask = x[idx].to(dev), m[idx].to(dev)
+        logits, pixel_kinds, text_kinds, colour, adds_new = model(
+            source, states[idx].to(dev), tmask[idx].to(dev), return_aux=True, colour_weights=mask)
+        is_add = torch.tensor([base_family(f) == "add" for f in families], dtype=mask.dtype, device=dev)
+        loss = (region_loss(logits, mask) + 0.1 * F.binary_cross_entropy_with_logits(adds_new, is_add)
+                + AUX_WEIGHT * auxiliary_loss(pixel_kinds, text_kinds, kinds[idx].to(dev), named[idx].to(dev))
+                + COLOUR_WEIGHT * colour_loss(colour, source, y[idx].to(dev), mask, families))
+        if len(adds[size]):  # the placed prior reads no pixel: its own, larger batch of additions costs little
+            a = adds[size][torch.from_numpy(rng.integers(0, len(adds[size]), PLACE_BATCH))]
+            placed = model.placed_prior(states[a].to(dev), tmask[a].to(dev), tuple(x.shape[-2:]))
+            loss = loss + PLACE_WEIGHT * region_loss(placed, m[a].to(dev))
         return loss, {"loss": (loss, ".4f")}
 
     def on_step(step: int) -> None:
         if step % 500 == 0:
-            print(f"region step {step}: validation IoU {iou_by_family(model, val)}", flush=True)
+            print(f"region step {step}: validation IoU {iou_by_family(model, val)}, colour map error (levels) and "
+                  f"accuracy {colour_by_family(model, val)}", flush=True)
 
     step = train_loop("region", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
                       state=dict(model=model, opt=opt), batch_loss=batch_loss, on_step=on_step)
-    print(f"region: {step} steps, {budget.elapsed() / 60:.1f} min, validation IoU {iou_by_family(model, val)}")
+    print(f"region: {step} steps, {budget.elapsed() / 60:.1f} min, validation IoU {iou_by_family(model, val)}, "
+          f"colour map {colour_by_family(model, val)}")
     if args.out:
         model.eval().save_pretrained(Path(args.out) / "edit_region")
     return model

@@ -344,8 +344,10 @@ def run(args: argparse.Namespace) -> None:
 
 def evaluate_region(models: ModelSet, n: int) -> list[dict]:
     """Edit-region IoU per family at the region model's size, on test seeds, plus instructions naming
-    something absent (nouns no training negative used): an empty prediction scores 1 there."""
-    from pipeline.train.edit_region import ABSENT_SHARE, build_pool, iou_by_family, tensors
+    something absent (nouns no training negative used): an empty prediction scores 1 there. Also the
+    region colour map's mean error inside the true region (8-bit levels) and how often the model
+    rightly says whether the edit is a colour map (every family but remove)."""
+    from pipeline.train.edit_region import ABSENT_SHARE, build_pool, colour_by_family, iou_by_family, tensors
 
     if models.edit_region is None:
         return []
@@ -353,10 +355,13 @@ def evaluate_region(models: ModelSet, n: int) -> list[dict]:
     rows = build_pool(seeds, 0.0, 0) + build_pool(seeds[: max(1, round(n * ABSENT_SHARE))], 1.0, 0, nouns="held_out")
     data = tensors(rows, models.edit_pipeline)
     ious = iou_by_family(models.edit_region, data)
+    colour = colour_by_family(models.edit_region, data)
     counts = {}
     for r in rows:
         counts[r[3]] = counts.get(r[3], 0) + 1
-    return [{"family": f, "n": counts[f], "iou": round(v, 4)} for f, v in ious.items()]
+    nan = (float("nan"), float("nan"))
+    return [{"family": f, "n": counts[f], "iou": round(v, 4), "colour_map_error": colour.get(f, nan)[0],
+             "colour_map_decision_accuracy": colour.get(f, nan)[1]} for f, v in ious.items()]
 
 
 def models_from_checkpoint(path: Path, ckpt: Path, use_ema: bool = True) -> ModelSet:

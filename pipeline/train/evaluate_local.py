@@ -6,10 +6,11 @@ the methods that share an edit pay for it once) and writes per-example rows (res
 are kept) and a per-family table of paired differences with 95% CIs (paired t).
 
 Per example: PSNR against the target over the whole frame, over the unedited part (outside the true
-edit mask) and inside it; for *add*, whether the named colour is really there (at least half the
-true-mask pixels within 80 RGB units of it). The mask-only / + transfer / + generative rows are the
-ablation of `mobilepicasso` (`origins=`, without the look model); `mobilepicasso` itself adds the look
-model (global looks as one colour map). `--local-methods` re-runs only the named rows.
+edit mask) and inside it; the IoU of the pixels the output changed with the true mask; for *add*, whether the named colour is really there (at least half the
+true-mask pixels within 80 RGB units of it). The mask-only / + transfer / + generative / + region colour
+map rows are the ablation of `mobilepicasso` (`origins=`, `use_colour_map=`, without the look model);
+`mobilepicasso` itself adds the look model (global looks as one colour map). `--local-methods` re-runs
+only the named rows.
 """
 from __future__ import annotations
 
@@ -25,18 +26,28 @@ from pipeline.bench.metrics import psnr
 from pipeline.train.tables import paired_ci, read_csv, write_csv
 
 METHODS = ("mobilepicasso", "mobilepicasso-paper", "ip2p-bicubic", "ip2p-composite")
-ABLATION = {  # each row adds one stage; mobilepicasso itself adds the look model to "+ generative"
-    "mask only": {"origins": "edit", "use_look": False},
-    "+ transfer": {"origins": "transfer", "use_look": False},
-    "+ generative": {"use_look": False},
+ABLATION = {  # each row adds one stage; mobilepicasso itself adds the look model to "+ region colour map"
+    "mask only": {"origins": "edit", "use_look": False, "use_colour_map": False},
+    "+ transfer": {"origins": "transfer", "use_look": False, "use_colour_map": False},
+    "+ generative": {"use_look": False, "use_colour_map": False},
+    "+ region colour map": {"use_look": False},
 }
 PRESENT_DISTANCE, PRESENT_SHARE = 80.0, 0.5
+CHANGED_LEVELS = 8
 
 
 def shape_present(out: np.ndarray, ex: se.EditExample, mask: np.ndarray) -> bool:
     colour = np.array(se.COLOURS[ex.target_scene.shapes[ex.changed[0]].colour], np.float64)
     dist = np.linalg.norm(out[mask].astype(np.float64) - colour, axis=1)
     return bool(mask.any() and (dist < PRESENT_DISTANCE).mean() >= PRESENT_SHARE)
+
+
+def changed_iou(out: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:
+    """IoU of the pixels a method changed (by more than CHANGED_LEVELS in some channel) with the true edit
+    mask: the region an output really edited, whatever mask produced it (1 when both are empty)."""
+    changed = (np.abs(out.astype(np.int16) - source.astype(np.int16)) > CHANGED_LEVELS).any(-1)
+    union = (changed | mask).sum()
+    return float((changed & mask).sum() / union) if union else 1.0
 
 
 def example_rows(seed: int, long_side: int, models: str, methods: tuple[str, ...], ablation: bool,
@@ -62,7 +73,8 @@ def example_rows(seed: int, long_side: int, models: str, methods: tuple[str, ...
     for name, out, seconds, region in outputs:
         row = {"seed": seed, "family": ex.family, "size": f"{w}x{h}", "method": name, "psnr": psnr(out, tgt),
                "psnr_unedited": psnr(out, tgt, ~mask), "psnr_edited": psnr(out, tgt, mask), "seconds": seconds,
-               "generative_share": (region or {}).get("generative", "")}
+               "generative_share": (region or {}).get("generative", ""),
+               "changed_iou": changed_iou(out, np.asarray(src), mask)}
         if ex.family == "add":
             row["shape_present"] = int(shape_present(out, ex, mask))
         rows.append(row)
@@ -99,6 +111,9 @@ def summarise(rows: list[dict]) -> list[dict]:
                 key = base.replace(" ", "_").replace("-", "_")
                 row[f"diff_vs_{key}"] = float(np.mean(a) - np.mean(b))
                 row[f"diff_vs_{key}_ci95_low"], row[f"diff_vs_{key}_ci95_high"] = paired_ci(list(a), list(b))
+            changed = [float(r["changed_iou"]) for r in sel if r.get("changed_iou") not in (None, "")]
+            if changed:
+                row["changed_iou"] = float(np.mean(changed))
             present = [int(r["shape_present"]) for r in sel if r.get("shape_present") not in (None, "")]
             if present:
                 row["shape_present_share"] = float(np.mean(present))

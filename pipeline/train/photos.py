@@ -85,7 +85,7 @@ def edit_triples(n: int, seed: int = 0) -> dict:
 def region_rows(n: int, seed: int = 0, split: str = "train", *, resolution: int,
                 kind_of: Callable[[str | None], int]) -> list:
     """Rows of the edit-region pool: (source at `resolution`, mask, instruction, family, kind map, named
-    kind); `kind_of` is the region trainer's label of the named thing (passed in: this module is data)."""
+    kind, target); `kind_of` is the region trainer's label of the named thing (passed in: this module is data)."""
     rows = []
     for ex in photo_examples(n, seed + 101, split):
         w, h = edit_size(ex.aspect, resolution, 16)
@@ -97,7 +97,7 @@ def region_rows(n: int, seed: int = 0, split: str = "train", *, resolution: int,
             sc = ex.scene
             thing = (sc.removed.kind if sc.family == "remove" else sc.target_scene.shapes[sc.changed[0]].kind)
         rows.append((image, ex.edit_mask(w, h), ex.instruction, PHOTO_FAMILY.format(ex.family), kinds,
-                     kind_of(thing)))
+                     kind_of(thing), np.asarray(ex.target(w, h))))
     return rows
 
 
