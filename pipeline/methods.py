@@ -13,20 +13,33 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-import torch.nn.functional as F
-
+from pipeline.costs import MemoryPlan, OverBudget, estimate_direct_edit, plan_memory
 from pipeline.model_set import ModelSet
 from pipeline.report import RunMeter
-from pipeline.stages.compose import (Origins, colour_support, compose, decide_origins, dilate, guided_upsample, luma,
-                                     upsample)
-from pipeline.stages.edit import KeepOutside, decode_image, edit_latent, source_latent, standard_size
+from pipeline.stages.compose import (
+    Origins,
+    colour_support,
+    compose,
+    decide_origins,
+    dilate,
+    guided_upsample,
+    luma,
+    upsample,
+)
+from pipeline.stages.edit import (
+    KeepOutside,
+    decode_image,
+    edit_latent,
+    source_latent,
+    standard_size,
+)
 from pipeline.stages.look import LOOK_THRESHOLD, apply_look, predict_look
 from pipeline.stages.projection import project
 from pipeline.stages.region import REGION_THRESHOLD, EditRegion, edit_region
 from pipeline.stages.transfer import fit_affine_colour, fit_residual
-from pipeline.costs import MemoryPlan, OverBudget, estimate_direct_edit, plan_memory
 from pipeline.stages.upscale import decode_tiled, decode_window
 from pipeline.tiling import plan_tiles, restrict_to, run_tiled
 

@@ -90,7 +90,7 @@ def guided_upsample(mask: np.ndarray, guide_small: np.ndarray, guide: np.ndarray
 
 
 def colour_support(core: np.ndarray, small: np.ndarray, crop: np.ndarray, ridge: float = 0.06,
-                   inner: float = 3.0, outer: float = 5.0, sample: int = 2000, fraction: float = 0.5) -> np.ndarray:
+                   inner: float = 3.0, outer: float = 5.0, sample: int = 500, fraction: float = 0.5) -> np.ndarray:
     """How far each pixel of `crop` (H, W, 3) in [0, 1] belongs, by its colour, to the region whose
     confident core `core` (h, w) bool is given at the edit size over `small` (h, w, 3): 1 within `inner`
     Mahalanobis units of the core's colours, 0 beyond `outer`, linear between. The colours' location

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in output pixels, half-open
 
 

@@ -25,7 +25,14 @@ from safetensors.torch import load_file
 from pipeline import synthedit as se
 from pipeline.models import EditRegionModel
 from pipeline.stages.region import encode_text
-from pipeline.train.common import Budget, Checkpoint, Postfix, device, seed_everything, train_loop
+from pipeline.train.common import (
+    Budget,
+    Checkpoint,
+    Postfix,
+    device,
+    seed_everything,
+    train_loop,
+)
 from pipeline.train.data import edit_size
 from pipeline.train.photos import photo_count, region_rows
 
