@@ -45,7 +45,6 @@ from pipeline.tiling import plan_tiles, restrict_to, run_tiled
 
 Progress = Callable[[str, int, int], None]
 CORE_THRESHOLD = 0.9  # the region's confident core, whose colours say what the region is made of
-NEW_EDGE_GAIN = 4.0  # a new shape's soft border, upsampled from the region size, steepened this much (validation: see README)
 
 
 @dataclass
@@ -205,11 +204,12 @@ def _region_colour_map(job: EditJob, found: EditRegion) -> Image.Image:
         crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
         if found.adds_new >= 0.5:  # a new shape: its border is the region's own, sharpened at the output size
             soft = upsample(found.mask[0, 0].numpy(), job.output_size, window)
-            region_full = np.clip((soft - REGION_THRESHOLD) * NEW_EDGE_GAIN + 0.5, 0.0, 1.0)
+            region_full = np.clip((soft - REGION_THRESHOLD) * job.models.info.new_edge_gain + 0.5, 0.0, 1.0)
         else:  # a thing already there: the source's edges, and only the colours of the region's core
             small_hwc = small[0].permute(1, 2, 0).numpy()
             region_full = guided_upsample(origins.region, luma(small_hwc), luma(crop), size=job.output_size, window=window)
-            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop)
+            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop,
+                                          fraction=job.models.info.support_fraction)
         inside = apply_look(found.colour, crop)
     job.details["region"] = origins.shares()
     job.details["note"] = (f"the region is one colour map of the source (p = {float(found.colour.probability):.2f}): "
@@ -263,7 +263,8 @@ def mobilepicasso(job: EditJob) -> Image.Image:
         region_full = guided_upsample(origins.region, luma(small[0].permute(1, 2, 0).numpy()), luma(crop),
                                       size=job.output_size, window=window)
         if found.colour is not None and found.adds_new < 0.5:  # a learned region: keep to the named thing's colours
-            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small[0].permute(1, 2, 0).numpy(), crop)
+            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small[0].permute(1, 2, 0).numpy(), crop,
+                                          fraction=info.support_fraction)
         if job.origins == "edit":  # ablation: the mask alone, the decoded edit resized inside it
             inside = np.asarray(edited.resize(job.output_size, Image.Resampling.BICUBIC), np.float32)[y0:y1, x0:x1] / 255.0
         else:

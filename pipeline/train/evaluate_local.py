@@ -156,6 +156,8 @@ TUNING = {  # the settings `mobilepicasso` and `ip2p-composite` read from model_
     "blend_latents": (True, False),
     "residual_threshold": (0.04, 0.08, 0.12, 0.2, 2.0),  # 2.0: never generative (residuals are in [0, 1])
     "composite_threshold": (0.05, 0.1, 0.15, 0.2, 0.3),
+    "new_edge_gain": (1.0, 2.0, 4.0, 8.0),  # changes additions only
+    "support_fraction": (0.5, 0.75),
 }
 
 
