@@ -66,10 +66,15 @@ def test_examples_cover_synthedit_looks_and_photos(tmp_path):
 
 
 def test_run_comparison_keeps_full_resolution_pngs_and_zoom_crops_match(tmp_path):
+    from pipeline import synthedit
+
+    # a removal: mobilepicasso runs its editor (a colour change would be the region's colour map)
+    ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50))
+              if e.family == "remove" and e.source_scene.aspect == 4 / 3)
     source = tmp_path / "in.png"
-    Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(source)
+    ex.source(120, 90).save(source)
     steps = []
-    c = compare.run_comparison(source, "turn the background blue", ["mobilepicasso", "ip2p-bicubic"], size="160", models="mini",
+    c = compare.run_comparison(source, ex.instruction, ["mobilepicasso", "ip2p-bicubic"], size="160", models="mini",
                                seed=1, steps=1, text_guidance=1.0, image_guidance=1.0, root=tmp_path,
                                on_step=lambda *a: steps.append(a))
     assert c.output_size == (160, 120) and [o.method for o in c.outputs] == ["mobilepicasso", "ip2p-bicubic"]

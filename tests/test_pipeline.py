@@ -25,8 +25,10 @@ def photo() -> Image.Image:
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_returns_the_requested_size(photo, method, tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILEPICASSO_CACHE", str(tmp_path))
-    # a local edit: every method runs the editor (a global look would take mobilepicasso's look path)
-    result = edit(photo, "turn the background blue", method=method, size="288x160", steps=2, seed=1)
+    # a local edit: every method runs the editor (a global look would take mobilepicasso's look path, a
+    # background colour its region colour map: `use_colour_map=False` keeps it on the editor path)
+    result = edit(photo, "turn the background blue", method=method, size="288x160", steps=2, seed=1,
+                  use_colour_map=False)
     assert not result.report.failed, result.report.failure_reason
     assert result.image.size == (288, 160)
     assert result.image.mode == "RGB"
