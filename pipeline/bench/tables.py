@@ -66,8 +66,8 @@ def run_rows(results: Sequence[dict]) -> pd.DataFrame:
         row["unet_evals_upscale"] = evals.get("upscale", 0)
         row["unet_evals"] = sum(evals.values()) if evals else (math.nan if rep.get("failed") or not rep else 0)
         expected = r.get("expected_unet_evaluations")
-        row["unet_evals_expected"] = sum(expected.values()) if expected else math.nan
-        row["unet_evals_match"] = (expected == evals) if expected else None
+        row["unet_evals_expected"] = sum(expected.values()) if expected is not None else math.nan
+        row["unet_evals_match"] = (expected == evals) if expected is not None else None
         flops = rep.get("unet_flops") or {}
         row["unet_gflops"] = sum(flops.values()) / 1e9 if flops else math.nan
         row["other_gflops"] = sum((r.get("other_flops") or {}).values()) / 1e9 if r.get("other_flops") else 0.0

@@ -27,16 +27,19 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 TILED_MODES = {"mobilepicasso-paper": "acpt", "tiled-naive": "naive", "tiled-overlap": "overlap"}
 
 
-def expected_unet_evaluations(method: str, models, report, plan=None) -> dict[str, int]:
-    """U-Net evaluations the planner's formulas predict (one per sample in a batch).
+def expected_unet_evaluations(method: str, models, report, plan=None) -> dict[str, int] | None:
+    """U-Net evaluations the planner's formulas predict (one per sample in a batch); None for a failed run.
 
     edit: steps x (3 with dual classifier-free guidance, else 1), once per edit (ip2p-patchwise:
-    once per patch); upscale (tiled methods): upscaler steps x tiles in the plan.
+    once per patch); upscale (tiled methods): upscaler steps x tiles in the plan; none at all where
+    `mobilepicasso` answered with a look or the region's colour map (its report has no edit stage).
     """
     from pipeline.stages.edit import uses_cfg
 
     info = models.info
     if report.failed:
+        return None
+    if method == "mobilepicasso" and "edit" not in report.stage_seconds and "edit" not in report.reused_stages:
         return {}
     per_edit = report.steps * (3 if uses_cfg(report.text_guidance, report.image_guidance) else 1)
     if method == "ip2p-patchwise":
