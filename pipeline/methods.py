@@ -190,6 +190,18 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndar
     return ((pixels[0, :, :h, :w].float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
+def _source_border(job: EditJob, found: EditRegion, origins: Origins, small: torch.Tensor, crop: np.ndarray,
+                   window: tuple[int, int, int, int]) -> np.ndarray:
+    """The region over `window` at the output size, its border on the source's edges (guided filter);
+    a learned region of a thing already there also keeps to the colours of its confident core."""
+    small_hwc = small[0].permute(1, 2, 0).numpy()
+    region = guided_upsample(origins.region, luma(small_hwc), luma(crop), size=job.output_size, window=window)
+    if found.colour is not None and found.adds_new < 0.5:
+        region *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop,
+                                 fraction=job.models.info.support_fraction)
+    return region
+
+
 def _region_colour_map(job: EditJob, found: EditRegion) -> Image.Image:
     """A recolour, a new background or an added flat shape: the region model's colour map of the region
     applied to the full-resolution source inside it. Neither the editor nor the upscaler runs."""
@@ -205,11 +217,8 @@ def _region_colour_map(job: EditJob, found: EditRegion) -> Image.Image:
         if found.adds_new >= 0.5:  # a new shape: its border is the region's own, sharpened at the output size
             soft = upsample(found.mask[0, 0].numpy(), job.output_size, window)
             region_full = np.clip((soft - REGION_THRESHOLD) * job.models.info.new_edge_gain + 0.5, 0.0, 1.0)
-        else:  # a thing already there: the source's edges, and only the colours of the region's core
-            small_hwc = small[0].permute(1, 2, 0).numpy()
-            region_full = guided_upsample(origins.region, luma(small_hwc), luma(crop), size=job.output_size, window=window)
-            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop,
-                                          fraction=job.models.info.support_fraction)
+        else:  # a thing already there
+            region_full = _source_border(job, found, origins, small, crop, window)
         inside = apply_look(found.colour, crop)
     job.details["region"] = origins.shares()
     job.details["note"] = (f"the region is one colour map of the source (p = {float(found.colour.probability):.2f}): "
@@ -260,11 +269,7 @@ def mobilepicasso(job: EditJob) -> Image.Image:
         window = origins.bounds(job.output_size)  # every full-resolution step runs on this box only
         x0, y0, x1, y1 = window
         crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
-        region_full = guided_upsample(origins.region, luma(small[0].permute(1, 2, 0).numpy()), luma(crop),
-                                      size=job.output_size, window=window)
-        if found.colour is not None and found.adds_new < 0.5:  # a learned region: keep to the named thing's colours
-            region_full *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small[0].permute(1, 2, 0).numpy(), crop,
-                                          fraction=info.support_fraction)
+        region_full = _source_border(job, found, origins, small, crop, window)
         if job.origins == "edit":  # ablation: the mask alone, the decoded edit resized inside it
             inside = np.asarray(edited.resize(job.output_size, Image.Resampling.BICUBIC), np.float32)[y0:y1, x0:x1] / 255.0
         else:
