@@ -29,6 +29,7 @@ from pipeline.stages.compose import (
     luma,
     upsample,
 )
+from pipeline.stages.fill import RING_SCALE, fill_from_surround, removal_alpha
 from pipeline.stages.edit import (
     KeepOutside,
     decode_image,
@@ -67,6 +68,7 @@ class EditJob:
     origins: str = "auto"  # mobilepicasso ablation: "edit" (mask only), "transfer" (no generative path), "auto"
     use_look: bool = True  # mobilepicasso ablation: False sends global looks through the editor too
     use_colour_map: bool = True  # mobilepicasso ablation: False ignores the region model's colour map
+    use_fill: bool = True  # mobilepicasso ablation: False sends removals through the editor too
     memo: dict | None = None  # shared by several methods on one input: the edit stage runs once per setting
     details: dict[str, Any] = field(default_factory=dict)  # method-specific report fields
 
@@ -193,12 +195,19 @@ def _generative(job: EditJob, latent: torch.Tensor, origins: Origins) -> np.ndar
 def _source_border(job: EditJob, found: EditRegion, origins: Origins, small: torch.Tensor, crop: np.ndarray,
                    window: tuple[int, int, int, int]) -> np.ndarray:
     """The region over `window` at the output size, its border on the source's edges (guided filter);
-    a learned region of a thing already there also keeps to the colours of its confident core."""
+    a learned region of a thing already there also keeps to the colours of its confident core
+    (`colour_support`): everywhere, or (setting "border") only in a band of one edit-size pixel
+    either side of its border, so that the texture inside a region (a background's mortar) stays in it."""
     small_hwc = small[0].permute(1, 2, 0).numpy()
     region = guided_upsample(origins.region, luma(small_hwc), luma(crop), size=job.output_size, window=window)
-    if found.colour is not None and found.adds_new < 0.5:
-        region *= colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop,
+    mode = job.models.info.colour_support
+    if mode != "off" and found.colour is not None and not found.adds_new_shape:
+        support = colour_support(found.mask[0, 0].numpy() > CORE_THRESHOLD, small_hwc, crop,
                                  fraction=job.models.info.support_fraction)
+        if mode == "border":
+            sure = -dilate(-(found.mask > CORE_THRESHOLD).float(), 1)[0, 0].numpy()  # the core less one pixel
+            support = np.maximum(support, upsample(sure, job.output_size, window) >= 1 - 1e-6)
+        region *= support
     return region
 
 
@@ -214,15 +223,39 @@ def _region_colour_map(job: EditJob, found: EditRegion) -> Image.Image:
         window = origins.bounds(job.output_size)
         x0, y0, x1, y1 = window
         crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
-        if found.adds_new >= 0.5:  # a new shape: its border is the region's own, sharpened at the output size
+        if found.adds_new_shape:  # its border is the region's own, sharpened at the output size; one colour
             soft = upsample(found.mask[0, 0].numpy(), job.output_size, window)
             region_full = np.clip((soft - REGION_THRESHOLD) * job.models.info.new_edge_gain + 0.5, 0.0, 1.0)
+            inside = apply_look(found.new_shape_colour(), crop)
         else:  # a thing already there
             region_full = _source_border(job, found, origins, small, crop, window)
-        inside = apply_look(found.colour, crop)
+            inside = apply_look(found.colour, crop)
     job.details["region"] = origins.shares()
     job.details["note"] = (f"the region is one colour map of the source (p = {float(found.colour.probability):.2f}): "
                            "the region model's map applied to the source inside it; no editor or upscaler run")
+    with job.meter.stage("compose"):
+        return Image.fromarray(compose(source, region_full, inside, window))
+
+
+def _region_fill(job: EditJob, found: EditRegion) -> Image.Image:
+    """A removal (the region model says the region is neither a colour map nor a new shape): the region
+    filled with its surround at the output size (`pipeline.stages.fill`). Neither the editor nor the
+    upscaler runs."""
+    size = job.edit_size
+    with job.meter.stage("transfer"):
+        small = _pixels01(job.image.resize(size, Image.Resampling.LANCZOS))
+        inside_mask = (found.mask > REGION_THRESHOLD).float()[0, 0].numpy()
+        origins = Origins(region=inside_mask, generative=np.zeros_like(inside_mask))
+        source = source_at_output(job)
+        scale = max(job.output_size) / max(size)
+        window = origins.bounds(job.output_size, margin=3 + math.ceil(3 * RING_SCALE))  # the ring and beyond
+        x0, y0, x1, y1 = window
+        crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
+        region_full = removal_alpha(_source_border(job, found, origins, small, crop, window))
+        inside = fill_from_surround(crop, region_full, ring=max(1, round(RING_SCALE * scale)))
+    job.details["region"] = origins.shares()
+    job.details["note"] = ("a removal: the region filled with its surround's own pixels continued inward; "
+                           "no editor or upscaler run")
     with job.meter.stage("compose"):
         return Image.fromarray(compose(source, region_full, inside, window))
 
@@ -252,6 +285,8 @@ def mobilepicasso(job: EditJob) -> Image.Image:
         return Image.fromarray(source_at_output(job))
     if job.use_colour_map and job.origins != "edit" and found.is_colour_map:
         return _region_colour_map(job, found)
+    if job.use_fill and job.origins != "edit" and found.is_removal:
+        return _region_fill(job, found)
     keep = None
     if info.blend_latents:
         f = info.latent_factor

@@ -48,6 +48,8 @@ class SetInfo:
     composite_threshold: float = 0.1    # ip2p-composite: decoded difference (in [0, 1]) that counts as edited
     new_edge_gain: float = 4.0          # mobilepicasso: steepening of a new shape's upsampled soft border
     support_fraction: float = 0.5       # mobilepicasso: share of the region core's colours the MCD support keeps
+    colour_support: str = "everywhere"  # mobilepicasso: where a learned region of a thing already there keeps
+                                        # to its core's colours: "everywhere", "border" (near its border) or "off"
     photo_looks: tuple[str, ...] = ()   # PhotoEdit looks measured to work on held-out photos at 4K (results/photos/)
     untrained: tuple[str, ...] = field(default=())  # components built from configs with random weights
 

@@ -193,6 +193,7 @@ class MobilePicassoPipeline:
         origins: str = "auto",
         use_look: bool = True,
         use_colour_map: bool = True,
+        use_fill: bool = True,
     ) -> EditResult:
         """Edit `image` following `instruction` and return the image at `size` with its report.
 
@@ -202,7 +203,8 @@ class MobilePicassoPipeline:
         lists reused stages). `origins` is mobilepicasso's ablation switch: "auto" (default),
         "transfer" (no generative path) or "edit" (the mask alone); `use_look=False` sends global looks
         through the editor too (the ablation of the set's look model); `use_colour_map=False` edits
-        every region with the editor, also where the region model predicts the region's colour map.
+        every region with the editor, also where the region model predicts the region's colour map;
+        `use_fill=False` sends removals through the editor instead of filling them from their surround.
         """
         if origins not in ORIGINS:
             raise InputError(f"origins must be auto, transfer or edit, got {origins!r}")
@@ -222,7 +224,7 @@ class MobilePicassoPipeline:
             meter=RunMeter(self.device), projection=projection or info.default_projection, tile=tile, halo=halo,
             memory_budget=memory_budget, time_budget=time_budget,
             progress=progress or (lambda stage, done, total: None), memo=memo, origins=origins,
-            use_look=use_look, use_colour_map=use_colour_map,
+            use_look=use_look, use_colour_map=use_colour_map, use_fill=use_fill,
         )
         report = EditReport(
             method=method, model_set=info.name, model_set_trained=info.trained, instruction=instruction,

@@ -68,7 +68,7 @@ def test_examples_cover_synthedit_looks_and_photos(tmp_path):
 def test_run_comparison_keeps_full_resolution_pngs_and_zoom_crops_match(tmp_path):
     from pipeline import synthedit
 
-    # a removal: mobilepicasso runs its editor (a colour change would be the region's colour map)
+    # a removal: mobilepicasso fills it from its surround with no U-Net; ip2p-bicubic runs its editor
     ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50))
               if e.family == "remove" and e.source_scene.aspect == 4 / 3)
     source = tmp_path / "in.png"
@@ -81,8 +81,9 @@ def test_run_comparison_keeps_full_resolution_pngs_and_zoom_crops_match(tmp_path
     for o in c.outputs:
         with Image.open(o.path) as img:
             assert img.format == "PNG" and img.size == (160, 120)
-        assert o.report["total_unet_evaluations"] >= 1
-    assert ("mobilepicasso", "edit", 1, 1) in steps  # its upscaler runs only where the edit drew new structure
+    assert c.get("mobilepicasso").report["total_unet_evaluations"] == 0
+    assert c.get("ip2p-bicubic").report["total_unet_evaluations"] >= 1
+    assert ("ip2p-bicubic", "edit", 1, 1) in steps and not any(s[0] == "mobilepicasso" and s[1] == "edit" for s in steps)
     reference, crops = compare.zoom(c, 25, 75, 64)
     assert reference.shape == (64, 64, 3) and all(crop.shape == (64, 64, 3) for crop in crops.values())
     x0, y0, _, _ = compare.crop_box(c.output_size, 25, 75, 64)

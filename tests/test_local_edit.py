@@ -9,9 +9,11 @@ from PIL import Image
 from scipy import ndimage
 
 from pipeline import edit, synthedit
+from pipeline.bench.metrics import psnr
 from pipeline.model_sets import load_model_set
 from pipeline.stages.compose import colour_support, compose, decide_origins, guided_upsample, luma
 from pipeline.stages.edit import KeepOutside, edit_latent, source_latent
+from pipeline.stages.fill import fill_from_surround, push_pull, removal_alpha
 from pipeline.stages.region import diffedit_region
 from pipeline.stages.transfer import fit_affine_colour
 from pipeline.tiling import plan_tiles, restrict_to, run_tiled
@@ -197,11 +199,47 @@ def test_a_recolour_is_the_region_colour_map_without_the_editor():
     assert same[~near].mean() > 0.99  # the source's bytes away from the named shape
 
 
-def test_a_removal_is_not_a_colour_map():
+def test_a_removal_is_filled_from_its_surround_without_the_editor():
     ex = next(e for e in map(synthedit.sample, synthedit.split_seeds("test", 50)) if e.family == "remove")
-    src = ex.source(*ex.size(256))
-    removed = edit(src, ex.instruction, size=src.size, models="mini")
-    assert "edit" in removed.report.stage_seconds and not (removed.report.note or "").startswith("the region")
+    w, h = ex.size(256)
+    src = ex.source(w, h)
+    filled = edit(src, ex.instruction, size=(w, h), models="mini")
+    edited = edit(src, ex.instruction, size=(w, h), models="mini", use_fill=False)
+    assert filled.report.note.startswith("a removal") and "edit" not in filled.report.stage_seconds
+    assert "edit" in edited.report.stage_seconds and not (edited.report.note or "").startswith(("a removal", "the region"))
+    mask, target = ex.edit_mask(w, h), np.asarray(ex.target(w, h))
+    assert psnr(np.asarray(filled.image)[mask], target[mask]) > psnr(np.asarray(src)[mask], target[mask]) + 3
+
+
+def test_a_fill_continues_the_surround_and_not_a_shape_touching_the_hole():
+    crop = np.empty((120, 160, 3), np.float32)
+    crop[:] = (0.35, 0.2, 0.5)                      # the background
+    yy, xx = np.mgrid[:120, :160]
+    disk = (yy - 70) ** 2 + (xx - 80) ** 2 < 30 ** 2
+    crop[disk] = (0.85, 0.15, 0.15)                  # the thing removed
+    crop[20:50, 60:100] = (0.95, 0.85, 0.1)          # a shape on top of it, touching the hole
+    hole = disk & ~((yy >= 20) & (yy < 50) & (xx >= 60) & (xx < 100))
+    out = fill_from_surround(crop, hole.astype(np.float32), ring=4)
+    assert np.abs(out[hole] - (0.35, 0.2, 0.5)).max() < 0.02  # the background, not yellow or red
+    assert (out[~hole] == crop[~hole]).all()
+
+
+def test_push_pull_keeps_known_pixels_and_fills_a_gradient_between_them():
+    x = np.linspace(0, 1, 64, dtype=np.float32)
+    colours = np.repeat(np.stack([x, 1 - x, 0.5 + 0 * x], -1)[None], 48, 0)
+    known = np.ones((48, 64), np.float32)
+    known[10:38, 20:44] = 0
+    out = push_pull(colours * known[..., None], known)
+    assert np.abs(out[known > 0] - colours[known > 0]).max() < 1e-5
+    assert np.abs(out[24, 20:44, 0] - x[20:44]).max() < 0.15  # the hole follows the gradient around it
+
+
+def test_a_removed_things_rim_is_inside_its_fill_weight():
+    region = np.zeros((40, 40), np.float32)
+    region[10:30, 10:30] = 1
+    region[9, 10:30] = 0.3  # the anti-aliased rim
+    alpha = removal_alpha(region, edge=2)
+    assert alpha[9, 15] == 1 and alpha[7, 15] == 1 and alpha[5, 15] == 0
 
 
 def test_colour_support_keeps_to_the_named_things_colours():

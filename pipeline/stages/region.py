@@ -1,7 +1,8 @@
 """Where the instruction asks for a change: a soft edit-region mask at the edit size.
 
 Every model set has one:
-- a learned `EditRegionModel` where the set ships one (mini), run at half the edit size; it also
+- a learned `EditRegionModel` where the set ships one (mini), run at half the edit size and its
+  border refined at the edit size; it also
   predicts the region's colour map (a recolour, a new background or an added flat shape is one
   affine colour map of the source inside the region) and whether the edit is one;
 - otherwise a training-free mask from the edit U-Net itself (DiffEdit, Couairon et al. 2023, as
@@ -54,18 +55,48 @@ class EditRegion:
         """The edit is one colour map of the source inside the region (no editor needed)."""
         return self.colour is not None and float(self.colour.probability) >= COLOUR_MAP_THRESHOLD
 
+    @property
+    def is_removal(self) -> bool:
+        """The region model's heads say the region is neither a colour map nor a new shape: what is there
+        goes away (only sets with a region model say so)."""
+        return self.colour is not None and not self.is_colour_map and not self.adds_new_shape
+
+    @property
+    def adds_new_shape(self) -> bool:
+        """The region is a new shape: its border is its own, not an edge of the source."""
+        return self.adds_new >= 0.5
+
+    def new_shape_colour(self) -> LookPrediction:
+        """The added shape's own colour, as a map with a zero matrix.
+
+        The region model fits its map on 64-px targets, where a thin new shape is an anti-aliased
+        blend of the source and its colour: a map (1 - a) * I @ rgb + a * c. At the output size the
+        shape is drawn at full coverage (its border comes from the region), so the flat part
+        c = offset / a, with a = 1 - trace(matrix) / 3, is the colour to draw. Without this a
+        thin line came out as a faint tint of what was under it.
+        """
+        c = self.colour
+        coverage = (1 - c.matrix.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True)).clamp_min(0.05)
+        return LookPrediction(c.probability, torch.zeros_like(c.matrix), (c.offset / coverage).clamp(0, 1))
+
 
 @torch.no_grad()
 def learned_region(model, pipe, image: Image.Image, instruction: str, edit_size: tuple[int, int]) -> EditRegion:
-    """The edit-region model at half the edit size, its mask upsampled to the edit size."""
+    """The edit-region model at half the edit size, its region refined on the source at the edit size
+    (a new shape's border is its own: its region is only upsampled)."""
     w, h = edit_size
     small = image.resize((max(8, w // 2), max(8, h // 2)), Image.Resampling.LANCZOS)
     states, mask = encode_text(pipe, [instruction])
     x = pil_to_tensor(small).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)
     p, c, adds = model.predict(x, states.to(x), mask.to(x.device))
     colour = LookPrediction(c.probability.float().cpu(), c.matrix.float().cpu(), c.offset.float().cpu())
-    return EditRegion(F.interpolate(p.float().cpu(), size=(h, w), mode="bilinear", align_corners=False), colour,
-                      float(adds))
+    if float(adds) >= 0.5:
+        region = F.interpolate(p.float().cpu(), size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        full = pil_to_tensor(image.resize((w, h), Image.Resampling.LANCZOS)).to(x)
+        region = torch.sigmoid(model.refine(full, p)).float().cpu()
+    region[region < 1 / 512] = 0.0  # exactly nothing away from the region
+    return EditRegion(region, colour, float(adds))
 
 
 @torch.no_grad()

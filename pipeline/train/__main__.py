@@ -59,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="full", choices=("plain", "filtered", "full"),
                    help="(edit) plain | filtered (drop top share by artifact ratio) | full (+ hallucination-aware loss)")
     p.add_argument("--init-from", default=None, help="(edit) start from this checkpoint (ablation branches)")
+    p.add_argument("--only", default=None, choices=("refiner", "colour"),
+                   help="(edit_region) train only the border refiner or the colour-map heads, on the weights in "
+                        "--init-from (default --out)")
+    p.add_argument("--refine-steps", type=int, default=None,
+                   help="(edit_region) steps of the border refiner (default 1500, at most --steps)")
     p.add_argument("--freeze-text-encoder", action="store_true",
                    help="(edit) train the U-Net only (the edit-region model reads the text encoder: it stays valid)")
     p.add_argument("--no-save", action="store_true", help="(edit) keep the result in the checkpoint only (ablation branches)")

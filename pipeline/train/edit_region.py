@@ -9,6 +9,12 @@ of the placed prior alone on the edits that add something (where is said only in
 "the edit adds something new", and, for the region's colour map, the L1 error of the predicted map applied to the source against the target
 inside the true region and a BCE of whether the edit is such a map (every family but remove). The
 text encoder is the editor's own, frozen, so the region model adds no vocabulary of its own.
+
+Then the border refiner (`EditRegionModel.refine`), with everything else frozen: sources at the
+edit size, the coarse model's own predictions at half of it as input (on train seeds the coarse
+model never saw, so its errors are the ones it makes at run time), BCE + Dice against the exact
+mask. `--only refiner` runs this stage alone on the weights in `--init-from`; `--only colour` fits the
+colour-map heads alone (everything else frozen) on the pool.
 """
 from __future__ import annotations
 
@@ -33,11 +39,14 @@ from pipeline.train.common import (
     seed_everything,
     train_loop,
 )
-from pipeline.train.data import edit_size
+from pipeline.train.data import edit_size, flat_added_shape
 from pipeline.train.photos import photo_count, region_rows
 
 ABSENT_SHARE = 0.08
 REGION_RESOLUTION = 64  # half the edit size: 4x cheaper to train, shapes still 15-30 px across
+EDIT_RESOLUTION, EDIT_MULTIPLE = 128, 32  # the edit size the refiner works at (the mini set's)
+REFINE_SEED_OFFSET = 500_000  # refiner pool: train seeds far beyond any region pool
+REFINE_POOL, REFINE_STEPS, REFINE_BATCH, REFINE_LR = 6000, 1500, 16, 2e-3
 
 
 def named_kind(thing: str | None) -> int:
@@ -61,7 +70,8 @@ def region_example(seed: int, absent: bool = False, nouns: str = "train") -> tup
         thing = ex.target_scene.shapes[ex.changed[0]].kind
     else:
         thing = None
-    return image, ex.edit_mask(w, h), ex.instruction, ex.family, kinds, named_kind(thing), np.asarray(ex.target(w, h))
+    mask, target = ex.edit_mask(w, h), np.asarray(ex.target(w, h))
+    return image, mask, ex.instruction, ex.family, kinds, named_kind(thing), flat_added_shape(ex, target, mask)
 
 
 def _render(job: tuple[int, bool, str]):
@@ -173,6 +183,122 @@ def colour_by_family(model: EditRegionModel, data: dict) -> dict[str, tuple[floa
             for fam, v in sorted(right.items())}
 
 
+def refine_example(seed: int) -> tuple:
+    """(source uint8 at the edit size, source at half of it, exact mask at the edit size, instruction, family)
+    of a SynthEdit edit whose region is something already there (not an added shape)."""
+    ex = se.sample(seed)
+    w, h = edit_size(ex.source_scene.aspect, EDIT_RESOLUTION, EDIT_MULTIPLE)
+    return (np.asarray(ex.source(w, h)), np.asarray(ex.source(max(8, w // 2), max(8, h // 2))), ex.edit_mask(w, h),
+            ex.instruction, ex.family)
+
+
+@torch.no_grad()
+def refine_pool(model: EditRegionModel, pipe, seeds: list[int], workers: int = 2) -> dict:
+    """{size: (images, exact masks, coarse probabilities at half the size, families)}, add edits left out."""
+    with Pool(workers) as pool:
+        rows = [r for r in pool.map(refine_example, seeds, chunksize=64) if r[4] != "add"]
+    groups = collections.defaultdict(list)
+    for r in rows:
+        groups[r[0].shape[:2]].append(r)
+    model.eval()
+    out = {}
+    for size, items in groups.items():
+        x = torch.from_numpy(np.stack([r[0] for r in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        half = torch.from_numpy(np.stack([r[1] for r in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        m = torch.from_numpy(np.stack([r[2] for r in items])).float()[:, None]
+        coarse = []
+        for i in range(0, len(items), 256):
+            states, tmask = encode_text(pipe, [r[3] for r in items[i:i + 256]])
+            coarse.append(model.probabilities(half[i:i + 256], states, tmask))
+        out[size] = (x, m, torch.cat(coarse), [r[4] for r in items])
+    return out
+
+
+@torch.no_grad()
+def refined_iou_by_family(model: EditRegionModel, data: dict) -> dict[str, tuple[float, float]]:
+    """Per family: mean IoU at the edit size of the coarse region (upsampled) and of the refined one."""
+    model.eval()
+    scores = collections.defaultdict(list)
+    for x, m, coarse, fams in data.values():
+        for i in range(0, len(x), 64):
+            t = m[i:i + 64] > 0.5
+            up = F.interpolate(coarse[i:i + 64], size=t.shape[-2:], mode="bilinear", align_corners=False) > 0.5
+            ref = model.refine(x[i:i + 64], coarse[i:i + 64]) > 0
+            for fam, a, b in zip(fams[i:i + 64], _iou(up, t).tolist(), _iou(ref, t).tolist()):
+                scores[fam].append((a, b))
+    model.train()
+    return {f: tuple(round(float(v), 3) for v in np.mean(s, 0)) for f, s in sorted(scores.items())}
+
+
+def _iou(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    inter, union = (p & t).flatten(1).sum(1).float(), (p | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def fit_refiner(model: EditRegionModel, pipe, args: argparse.Namespace) -> None:
+    """Train the border refiner alone (resumable: checkpoint `region-refine`), the rest of the model frozen."""
+    dev = device()
+    pool = refine_pool(model, pipe, se.split_seeds("train", min(REFINE_POOL, args.pool), offset=REFINE_SEED_OFFSET))
+    val = refine_pool(model, pipe, se.split_seeds("validation", min(300, max(32, args.pool)), offset=10_000))
+    print(f"refiner: coarse / refined IoU at the edit size before {refined_iou_by_family(model, val)}", flush=True)
+    model.requires_grad_(False).to(dev)
+    model.refiner.requires_grad_(True).train()
+    opt = torch.optim.AdamW(model.refiner.parameters(), lr=REFINE_LR, weight_decay=1e-4)
+    ckpt = Checkpoint(args.run_dir, "region-refine")
+    step, elapsed = ckpt.load(model=model.refiner, opt=opt) if args.resume else (0, 0.0)
+    steps = args.refine_steps or min(REFINE_STEPS, args.steps)  # a smoke run's --steps 2 also holds here
+    refine_args = argparse.Namespace(**{**vars(args), "steps": steps, "lr": REFINE_LR})
+    budget = Budget(steps, None, elapsed_before=elapsed)
+    rng = np.random.default_rng([args.seed, step, 13])
+    sizes = list(pool)
+    weights = np.array([len(pool[s][0]) for s in sizes], float)
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
+        x, m, coarse, _ = pool[sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]]
+        idx = torch.from_numpy(rng.integers(0, len(x), REFINE_BATCH))
+        loss = region_loss(model.refine(x[idx].to(dev), coarse[idx].to(dev)), m[idx].to(dev))
+        return loss, {"loss": (loss, ".4f")}
+
+    def on_step(step: int) -> None:
+        if step % 500 == 0:
+            print(f"refiner step {step}: coarse / refined IoU {refined_iou_by_family(model, val)}", flush=True)
+
+    train_loop("region-refine", opt=opt, budget=budget, step=step, args=refine_args, ckpt=ckpt,
+               state=dict(model=model.refiner, opt=opt), batch_loss=batch_loss, on_step=on_step)
+    print(f"refiner: {budget.elapsed() / 60:.1f} min, coarse / refined IoU {refined_iou_by_family(model, val)}", flush=True)
+    model.eval()
+
+
+def fit_colour_head(model: EditRegionModel, data: dict, val: dict, args: argparse.Namespace) -> None:
+    """Fit the colour-map heads alone (resumable: checkpoint `region-colour`), the rest frozen: the
+    region-colour part of the joint loss, pooled over the true region as in the joint steps."""
+    dev = device()
+    model.requires_grad_(False).to(dev).train()
+    params = [*model.colour_mlp.parameters(), *model.colour_map.parameters(), *model.is_colour_map.parameters()]
+    for q in params:
+        q.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    ckpt = Checkpoint(args.run_dir, "region-colour")
+    step, elapsed = ckpt.load(model=model, opt=opt) if args.resume else (0, 0.0)
+    budget = Budget(args.steps, args.minutes, elapsed_before=elapsed)
+    rng = np.random.default_rng([args.seed, step, 19])
+    sizes = list(data)
+    weights = np.array([len(data[s][0]) for s in sizes], float)
+    print(f"colour heads: before {colour_by_family(model, val)}", flush=True)
+
+    def batch_loss() -> tuple[torch.Tensor, Postfix]:
+        x, m, states, tmask, fams, _, _, y = data[sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]]
+        idx = torch.from_numpy(rng.integers(0, len(x), args.batch_size))
+        source, mask = x[idx].to(dev), m[idx].to(dev)
+        *_, colour, _ = model(source, states[idx].to(dev), tmask[idx].to(dev), return_aux=True, colour_weights=mask)
+        loss = colour_loss(colour, source, y[idx].to(dev), mask, [fams[i] for i in idx.tolist()])
+        return loss, {"loss": (loss, ".4f")}
+
+    train_loop("region-colour", opt=opt, budget=budget, step=step, args=args, ckpt=ckpt,
+               state=dict(model=model, opt=opt), batch_loss=batch_loss)
+    print(f"colour heads: {budget.elapsed() / 60:.1f} min, after {colour_by_family(model, val)}", flush=True)
+
+
 PLACE_STEPS, PLACE_LR = 1500, 2e-3
 
 
@@ -193,6 +319,13 @@ def fit_placed_prior(model: EditRegionModel, data: dict, adds: dict, rng: np.ran
         opt.step()
 
 
+def _weights(init: Path) -> dict:
+    """An edit-region state dict from a set folder or a training checkpoint."""
+    if init.is_dir():
+        return load_file(init / "edit_region" / "diffusion_pytorch_model.safetensors")
+    return torch.load(init, map_location="cpu", weights_only=False)["model"]
+
+
 def train(args: argparse.Namespace) -> EditRegionModel:
     from pipeline import mini_architecture as arch
     from pipeline.model_sets import load_local_set
@@ -200,8 +333,16 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     dev = device()
     seed_everything(args.seed)
     pipe = load_local_set(args.out).edit_pipeline
+    model = arch.edit_region().to(dev).train()
+    only = getattr(args, "only", None)
+    if only == "refiner":
+        model.load_state_dict(_weights(Path(args.init_from or args.out)), strict=False)  # the refiner starts fresh
+        fit_refiner(model, pipe, args)
+        if args.out:
+            model.save_pretrained(Path(args.out) / "edit_region")
+        return model
     ckpt = Checkpoint(args.run_dir, "region")
-    pool_path = Path(args.run_dir) / "region" / f"pool-v3-{args.pool}.pt"
+    pool_path = Path(args.run_dir) / "region" / f"pool-v4-{args.pool}.pt"
     if pool_path.is_file():
         rows = torch.load(pool_path, weights_only=False)
     else:
@@ -209,7 +350,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(rows, pool_path)
     n_photos = photo_count(args)
-    photo_path = pool_path.with_name(f"photos-v3-{n_photos}.pt")
+    photo_path = pool_path.with_name(f"photos-v4-{n_photos}.pt")
     if n_photos and photo_path.is_file():
         rows = rows + torch.load(photo_path, weights_only=False)
     elif n_photos:
@@ -220,11 +361,14 @@ def train(args: argparse.Namespace) -> EditRegionModel:
     val_rows = build_pool(se.split_seeds("validation", min(300, max(32, args.pool))), ABSENT_SHARE, args.seed + 1)
     val = tensors(val_rows + region_rows(min(200, n_photos), args.seed + 1, "validation",
                                          resolution=REGION_RESOLUTION, kind_of=named_kind), pipe)
-    model = arch.edit_region().to(dev).train()
+    if only == "colour":
+        model.load_state_dict(_weights(Path(args.init_from or args.out)))
+        fit_colour_head(model, data, val, args)
+        if args.out:
+            model.eval().save_pretrained(Path(args.out) / "edit_region")
+        return model
     if getattr(args, "init_from", None):  # continue from an earlier run's (or a set's) weights; new parameters start fresh
-        init = Path(args.init_from)
-        old = (load_file(init / "edit_region" / "diffusion_pytorch_model.safetensors") if init.is_dir()
-               else torch.load(init, map_location="cpu", weights_only=False)["model"])
+        old = _weights(Path(args.init_from))
         new = model.state_dict()
         model.load_state_dict({k: v for k, v in old.items() if k in new and new[k].shape == v.shape}, strict=False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -265,6 +409,7 @@ def train(args: argparse.Namespace) -> EditRegionModel:
                       state=dict(model=model, opt=opt), batch_loss=batch_loss, on_step=on_step)
     print(f"region: {step} steps, {budget.elapsed() / 60:.1f} min, validation IoU {iou_by_family(model, val)}, "
           f"colour map {colour_by_family(model, val)}")
+    fit_refiner(model, pipe, args)
     if args.out:
         model.eval().save_pretrained(Path(args.out) / "edit_region")
     return model

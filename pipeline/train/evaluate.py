@@ -343,25 +343,51 @@ def run(args: argparse.Namespace) -> None:
 
 
 def evaluate_region(models: ModelSet, n: int) -> list[dict]:
-    """Edit-region IoU per family at the region model's size, on test seeds, plus instructions naming
-    something absent (nouns no training negative used): an empty prediction scores 1 there. Also the
-    region colour map's mean error inside the true region (8-bit levels) and how often the model
-    rightly says whether the edit is a colour map (every family but remove)."""
+    """Edit-region IoU per family on test seeds, plus instructions naming something absent (nouns no
+    training negative used): an empty prediction scores 1 there. Two IoUs: the coarse model's at its
+    own size (half the edit size), and that of the region the pipeline uses, at the edit size (refined
+    on the source; a new shape's only upsampled). Also the region colour map's mean error inside the
+    true region (8-bit levels) and how often the model rightly says whether the edit is a colour map
+    (every family but remove)."""
     from pipeline.train.edit_region import ABSENT_SHARE, build_pool, colour_by_family, iou_by_family, tensors
 
     if models.edit_region is None:
         return []
     seeds = se.split_seeds("test", n)
-    rows = build_pool(seeds, 0.0, 0) + build_pool(seeds[: max(1, round(n * ABSENT_SHARE))], 1.0, 0, nouns="held_out")
+    absent = seeds[: max(1, round(n * ABSENT_SHARE))]
+    rows = build_pool(seeds, 0.0, 0) + build_pool(absent, 1.0, 0, nouns="held_out")
     data = tensors(rows, models.edit_pipeline)
     ious = iou_by_family(models.edit_region, data)
     colour = colour_by_family(models.edit_region, data)
+    at_edit = edit_size_iou(models, seeds, absent)
     counts = {}
     for r in rows:
         counts[r[3]] = counts.get(r[3], 0) + 1
     nan = (float("nan"), float("nan"))
-    return [{"family": f, "n": counts[f], "iou": round(v, 4), "colour_map_error": colour.get(f, nan)[0],
-             "colour_map_decision_accuracy": colour.get(f, nan)[1]} for f, v in ious.items()]
+    return [{"family": f, "n": counts[f], "iou": round(v, 4), "iou_edit_size": round(at_edit[f], 4),
+             "colour_map_error": colour.get(f, nan)[0], "colour_map_decision_accuracy": colour.get(f, nan)[1]}
+            for f, v in ious.items()]
+
+
+def edit_size_iou(models: ModelSet, seeds: list[int], absent: list[int]) -> dict[str, float]:
+    """Mean IoU per family of the region the pipeline uses (`learned_region`) with the exact mask, at the
+    edit size; `absent` seeds get an instruction naming something the scene lacks (empty target)."""
+    from pipeline.stages.region import REGION_THRESHOLD, learned_region
+
+    info, scores = models.info, {}
+    for seed, is_absent in [(s, False) for s in seeds] + [(s, True) for s in absent]:
+        ex = se.sample(seed)
+        w, h = standard_size(*ex.size(1000), info.edit_resolution, info.edit_multiple)
+        if is_absent:
+            instruction, family, truth = (se.absent_instruction(ex, se._rng("absent", seed), "held_out")[0], "absent",
+                                          np.zeros((h, w), bool))
+        else:
+            instruction, family, truth = ex.instruction, ex.family, ex.edit_mask(w, h)
+        found = learned_region(models.edit_region, models.edit_pipeline, ex.source(w, h), instruction, (w, h))
+        pred = found.mask[0, 0].numpy() > REGION_THRESHOLD
+        union = (pred | truth).sum()
+        scores.setdefault(family, []).append((pred & truth).sum() / union if union else 1.0)
+    return {f: float(np.mean(v)) for f, v in scores.items()}
 
 
 def models_from_checkpoint(path: Path, ckpt: Path, use_ema: bool = True) -> ModelSet:

@@ -8,7 +8,8 @@ are kept) and a per-family table of paired differences with 95% CIs (paired t).
 Per example: PSNR against the target over the whole frame, over the unedited part (outside the true
 edit mask) and inside it; the IoU of the pixels the output changed with the true mask; for *add*, whether the named colour is really there (at least half the
 true-mask pixels within 80 RGB units of it). The mask-only / + transfer / + generative / + region colour
-map rows are the ablation of `mobilepicasso` (`origins=`, `use_colour_map=`, without the look model);
+map / + surround fill rows are the ablation of `mobilepicasso` (`origins=`, `use_colour_map=`, `use_fill=`,
+without the look model);
 `mobilepicasso` itself adds the look model (global looks as one colour map). `--local-methods` re-runs
 only the named rows.
 """
@@ -26,11 +27,12 @@ from pipeline.bench.metrics import psnr
 from pipeline.train.tables import paired_ci, read_csv, write_csv
 
 METHODS = ("mobilepicasso", "mobilepicasso-paper", "ip2p-bicubic", "ip2p-composite")
-ABLATION = {  # each row adds one stage; mobilepicasso itself adds the look model to "+ region colour map"
-    "mask only": {"origins": "edit", "use_look": False, "use_colour_map": False},
-    "+ transfer": {"origins": "transfer", "use_look": False, "use_colour_map": False},
-    "+ generative": {"use_look": False, "use_colour_map": False},
-    "+ region colour map": {"use_look": False},
+ABLATION = {  # each row adds one stage; mobilepicasso itself adds the look model to "+ surround fill"
+    "mask only": {"origins": "edit", "use_look": False, "use_colour_map": False, "use_fill": False},
+    "+ transfer": {"origins": "transfer", "use_look": False, "use_colour_map": False, "use_fill": False},
+    "+ generative": {"use_look": False, "use_colour_map": False, "use_fill": False},
+    "+ region colour map": {"use_look": False, "use_fill": False},
+    "+ surround fill": {"use_look": False},
 }
 PRESENT_DISTANCE, PRESENT_SHARE = 80.0, 0.5
 CHANGED_LEVELS = 8
@@ -158,6 +160,7 @@ TUNING = {  # the settings `mobilepicasso` and `ip2p-composite` read from model_
     "composite_threshold": (0.05, 0.1, 0.15, 0.2, 0.3),
     "new_edge_gain": (1.0, 2.0, 4.0, 8.0),  # changes additions only
     "support_fraction": (0.5, 0.75),
+    "colour_support": ("everywhere", "border", "off"),
 }
 
 

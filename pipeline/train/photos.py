@@ -18,7 +18,7 @@ from pipeline import photoedit as pe
 from pipeline import photos
 from pipeline import synthedit as se
 from pipeline.train.common import progress_bar
-from pipeline.train.data import edit_size
+from pipeline.train.data import edit_size, flat_added_shape
 
 PHOTO_FAMILY = "photo:{}"   # family tag of photo triples in the training pools
 
@@ -96,8 +96,10 @@ def region_rows(n: int, seed: int = 0, split: str = "train", *, resolution: int,
             kinds = se.kind_map(ex.scene.source_scene, w, h)
             sc = ex.scene
             thing = (sc.removed.kind if sc.family == "remove" else sc.target_scene.shapes[sc.changed[0]].kind)
-        rows.append((image, ex.edit_mask(w, h), ex.instruction, PHOTO_FAMILY.format(ex.family), kinds,
-                     kind_of(thing), np.asarray(ex.target(w, h))))
+        mask, target = ex.edit_mask(w, h), np.asarray(ex.target(w, h))
+        if ex.scene is not None:
+            target = flat_added_shape(ex.scene, target, mask)
+        rows.append((image, mask, ex.instruction, PHOTO_FAMILY.format(ex.family), kinds, kind_of(thing), target))
     return rows
 
 
