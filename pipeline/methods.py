@@ -263,7 +263,9 @@ def _region_fill(job: EditJob, found: EditRegion) -> Image.Image:
 def mobilepicasso(job: EditJob) -> Image.Image:
     """Edit only what the instruction names; keep every other pixel of the source; spend the upscaler
     only where the edit made something new (see `pipeline.stages.compose`). A global tone look, where
-    the set has a look model, is one colour map of the source (`pipeline.stages.look`)."""
+    the set has a look model, is one colour map of the source (`pipeline.stages.look`); where the set
+    has a region model, a region that is one colour map is that map of the source, and a removal is
+    its surround continued inward (`pipeline.stages.fill`)."""
     models, info = job.models, job.models.info
     pipe = models.edit_pipeline
     size = job.edit_size

@@ -7,6 +7,8 @@
   the fit's residual is small (`pipeline.stages.transfer`);
 - **generative**: where the edit drew new structure (the residual is large), the learned
   projection, one-step SR over the tiles that region touches, and a tiled decode of those tiles.
+  Where the region model says the edit is a removal, its surround continued inward at the output
+  size takes this place (`pipeline.stages.fill`; the report counts it as transfer).
 
 The region's border is upsampled with the source as guide (a guided filter on the mask), so it
 snaps to the source's own edges instead of the edit grid: no halos, no blocky seams.
