@@ -29,7 +29,6 @@ from pipeline.stages.compose import (
     luma,
     upsample,
 )
-from pipeline.stages.fill import RING_SCALE, fill_from_surround, removal_alpha
 from pipeline.stages.edit import (
     KeepOutside,
     decode_image,
@@ -37,6 +36,7 @@ from pipeline.stages.edit import (
     source_latent,
     standard_size,
 )
+from pipeline.stages.fill import RING_SCALE, fill_from_surround, removal_alpha
 from pipeline.stages.look import LOOK_THRESHOLD, apply_look, predict_look
 from pipeline.stages.projection import project
 from pipeline.stages.region import REGION_THRESHOLD, EditRegion, edit_region

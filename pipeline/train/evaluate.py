@@ -74,7 +74,6 @@ def edit_images(models: ModelSet, examples: list[se.EditExample], steps: int, te
 
 def edit_metrics(models: ModelSet, examples, images) -> list[dict]:
     """Per example: PSNR to the target, no-edit PSNR, M's artifact ratio, share of unedited pixels changed."""
-    info = models.info
     rows = []
     for ex, im in zip(examples, images):
         size = im.size
