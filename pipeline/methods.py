@@ -211,53 +211,66 @@ def _source_border(job: EditJob, found: EditRegion, origins: Origins, small: tor
     return region
 
 
+@dataclass
+class RegionFrame:
+    """What the colour-map and fill paths share: the source at the edit size (`small`, (1, 3, h, w) in
+    [0, 1]) and at the output size, the binarised region, the output box it can reach and that box of
+    the source in [0, 1]."""
+
+    small: torch.Tensor
+    origins: Origins
+    source: np.ndarray
+    window: tuple[int, int, int, int]
+    crop: np.ndarray
+
+
+def _region_frame(job: EditJob, found: EditRegion, margin: int = 3) -> RegionFrame:
+    small = _pixels01(job.image.resize(job.edit_size, Image.Resampling.LANCZOS))
+    inside_mask = (found.mask > REGION_THRESHOLD).float()[0, 0].numpy()
+    origins = Origins(region=inside_mask, generative=np.zeros_like(inside_mask))
+    source = source_at_output(job)
+    window = origins.bounds(job.output_size, margin=margin)
+    x0, y0, x1, y1 = window
+    return RegionFrame(small, origins, source, window, source[y0:y1, x0:x1].astype(np.float32) / 255.0)
+
+
+def _compose_frame(job: EditJob, frame: RegionFrame, region_full: np.ndarray, inside: np.ndarray,
+                   note: str) -> Image.Image:
+    job.details["region"] = frame.origins.shares()
+    job.details["note"] = note
+    with job.meter.stage("compose"):
+        return Image.fromarray(compose(frame.source, region_full, inside, frame.window))
+
+
 def _region_colour_map(job: EditJob, found: EditRegion) -> Image.Image:
     """A recolour, a new background or an added flat shape: the region model's colour map of the region
     applied to the full-resolution source inside it. Neither the editor nor the upscaler runs."""
-    size = job.edit_size
     with job.meter.stage("transfer"):
-        small = _pixels01(job.image.resize(size, Image.Resampling.LANCZOS))
-        inside_mask = (found.mask > REGION_THRESHOLD).float()[0, 0].numpy()
-        origins = Origins(region=inside_mask, generative=np.zeros_like(inside_mask))
-        source = source_at_output(job)
-        window = origins.bounds(job.output_size)
-        x0, y0, x1, y1 = window
-        crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
+        f = _region_frame(job, found)
         if found.adds_new_shape:  # its border is the region's own, sharpened at the output size; one colour
-            soft = upsample(found.mask[0, 0].numpy(), job.output_size, window)
+            soft = upsample(found.mask[0, 0].numpy(), job.output_size, f.window)
             region_full = np.clip((soft - REGION_THRESHOLD) * job.models.info.new_edge_gain + 0.5, 0.0, 1.0)
-            inside = apply_look(found.new_shape_colour(), crop)
+            inside = apply_look(found.new_shape_colour(), f.crop)
         else:  # a thing already there
-            region_full = _source_border(job, found, origins, small, crop, window)
-            inside = apply_look(found.colour, crop)
-    job.details["region"] = origins.shares()
-    job.details["note"] = (f"the region is one colour map of the source (p = {float(found.colour.probability):.2f}): "
-                           "the region model's map applied to the source inside it; no editor or upscaler run")
-    with job.meter.stage("compose"):
-        return Image.fromarray(compose(source, region_full, inside, window))
+            region_full = _source_border(job, found, f.origins, f.small, f.crop, f.window)
+            inside = apply_look(found.colour, f.crop)
+    return _compose_frame(job, f, region_full, inside,
+                          f"the region is one colour map of the source (p = {float(found.colour.probability):.2f}): "
+                          "the region model's map applied to the source inside it; no editor or upscaler run")
 
 
 def _region_fill(job: EditJob, found: EditRegion) -> Image.Image:
     """A removal (the region model says the region is neither a colour map nor a new shape): the region
     filled with its surround at the output size (`pipeline.stages.fill`). Neither the editor nor the
     upscaler runs."""
-    size = job.edit_size
     with job.meter.stage("transfer"):
-        small = _pixels01(job.image.resize(size, Image.Resampling.LANCZOS))
-        inside_mask = (found.mask > REGION_THRESHOLD).float()[0, 0].numpy()
-        origins = Origins(region=inside_mask, generative=np.zeros_like(inside_mask))
-        source = source_at_output(job)
-        scale = max(job.output_size) / max(size)
-        window = origins.bounds(job.output_size, margin=3 + math.ceil(3 * RING_SCALE))  # the ring and beyond
-        x0, y0, x1, y1 = window
-        crop = source[y0:y1, x0:x1].astype(np.float32) / 255.0
-        region_full = removal_alpha(_source_border(job, found, origins, small, crop, window))
-        inside = fill_from_surround(crop, region_full, ring=max(1, round(RING_SCALE * scale)))
-    job.details["region"] = origins.shares()
-    job.details["note"] = ("a removal: the region filled with its surround's own pixels continued inward; "
-                           "no editor or upscaler run")
-    with job.meter.stage("compose"):
-        return Image.fromarray(compose(source, region_full, inside, window))
+        f = _region_frame(job, found, margin=3 + math.ceil(3 * RING_SCALE))  # the ring and beyond
+        scale = max(job.output_size) / max(job.edit_size)
+        region_full = removal_alpha(_source_border(job, found, f.origins, f.small, f.crop, f.window))
+        inside = fill_from_surround(f.crop, region_full, ring=max(1, round(RING_SCALE * scale)))
+    return _compose_frame(job, f, region_full, inside,
+                          "a removal: the region filled with its surround's own pixels continued inward; "
+                          "no editor or upscaler run")
 
 
 def mobilepicasso(job: EditJob) -> Image.Image:
